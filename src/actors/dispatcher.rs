@@ -1,0 +1,390 @@
+//! The dispatcher: one per queue, the only place that claims its jobs.
+//!
+//! It keeps, per kind, the limit, the jobs running and the slots reserved by
+//! a claim in flight, so `running + reserved ≤ limit` always holds: the limit
+//! lives in these counters, not in a mailbox. It talks to the store in one
+//! way only: "write these finished attempts and claim up to N of each kind",
+//! one transaction, and at most one such request in flight. While it waits,
+//! outcomes pile up and go together in the next request; that is what lets
+//! a busy queue finish and claim hundreds of jobs per commit.
+//!
+//! It is woken by an enqueue in this process (no polling delay), by a
+//! finished job (a freed slot), by the scheduler (a `run_at` came due) and by
+//! a slow fallback poll for rows that other processes wrote.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::scheduler::{Hint, Scheduler};
+use super::worker::{AbortRunning, AttemptDone, RunJobs, WorkerHandles};
+use super::Shared;
+use crate::clock::ms_to_system_time;
+use crate::error::Result;
+use crate::events::Event;
+use crate::store::{ClaimedJob, FinishAndClaim, Finished, Outcome};
+
+/// One kind's slots, as the dispatcher counts them.
+pub(crate) struct KindSlots {
+    pub kind: &'static str,
+    pub limit: usize,
+    pub worker: WorkerHandles,
+    running: usize,
+    reserved: usize,
+    /// Whether ready jobs of this kind may exist; cleared when a claim
+    /// returns fewer jobs than asked, set by any wake.
+    maybe_ready: bool,
+}
+
+impl KindSlots {
+    pub(crate) fn new(kind: &'static str, limit: usize, worker: WorkerHandles) -> Self {
+        KindSlots {
+            kind,
+            limit,
+            worker,
+            running: 0,
+            reserved: 0,
+            maybe_ready: true,
+        }
+    }
+
+    fn free(&self) -> usize {
+        self.limit - self.running - self.reserved
+    }
+}
+
+/// Jobs may be ready: of one kind, or (`None`) of any kind of this queue.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Wake(pub Option<&'static str>);
+
+/// Stop claiming, let running jobs finish until `deadline`, then release the
+/// rest. Answers how many jobs were released unfinished.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub(crate) struct Drain {
+    pub deadline: Duration,
+}
+
+/// A finished attempt waiting to be written, with what its event needs.
+struct PendingOutcome {
+    kind: &'static str,
+    attempt: u32,
+    finished: Finished,
+}
+
+struct Draining {
+    waiters: Vec<oneshot::Sender<usize>>,
+    released: usize,
+}
+
+pub(crate) struct Dispatcher {
+    queue: &'static str,
+    shared: Arc<Shared>,
+    scheduler: Addr<Scheduler>,
+    kinds: Vec<KindSlots>,
+    poll_interval: Duration,
+    pending: Vec<PendingOutcome>,
+    /// A finish-and-claim request is in flight.
+    writing: bool,
+    /// After a failed write: wait this long before the next one.
+    write_backoff: Option<Duration>,
+    draining: Option<Draining>,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(
+        queue: &'static str,
+        shared: Arc<Shared>,
+        scheduler: Addr<Scheduler>,
+        kinds: Vec<KindSlots>,
+        poll_interval: Duration,
+    ) -> Self {
+        Dispatcher {
+            queue,
+            shared,
+            scheduler,
+            kinds,
+            poll_interval,
+            pending: Vec::new(),
+            writing: false,
+            write_backoff: None,
+            draining: None,
+        }
+    }
+
+    fn slots(&mut self, kind: &'static str) -> Option<&mut KindSlots> {
+        self.kinds.iter_mut().find(|k| k.kind == kind)
+    }
+
+    /// Sends the next finish-and-claim request if there is anything to do
+    /// and none is in flight.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.writing {
+            return;
+        }
+        let claiming = self.draining.is_none();
+        let claims: Vec<(&'static str, usize)> = self
+            .kinds
+            .iter_mut()
+            .filter(|k| claiming && k.maybe_ready && k.free() > 0)
+            .map(|k| {
+                let n = k.free();
+                k.reserved = n;
+                (k.kind, n)
+            })
+            .collect();
+        if self.pending.is_empty() && claims.is_empty() {
+            self.finish_drain_if_idle();
+            return;
+        }
+        let outcomes = std::mem::take(&mut self.pending);
+        let batch = FinishAndClaim {
+            finished: outcomes.iter().map(|p| p.finished.clone()).collect(),
+            queue: self.queue,
+            claims,
+            now: self.shared.clock.now_ms(),
+        };
+        self.writing = true;
+        let request = self.shared.store.finish_and_claim(batch);
+        ctx.spawn(
+            request
+                .into_actor(self)
+                .map(move |result, act, ctx| act.written(result, outcomes, ctx)),
+        );
+    }
+
+    /// The store answered a finish-and-claim request.
+    fn written(
+        &mut self,
+        result: Result<Vec<ClaimedJob>>,
+        outcomes: Vec<PendingOutcome>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.writing = false;
+        let asked: Vec<(&'static str, usize)> = self
+            .kinds
+            .iter_mut()
+            .map(|k| (k.kind, std::mem::take(&mut k.reserved)))
+            .collect();
+        match result {
+            Ok(claimed) => {
+                self.write_backoff = None;
+                self.report(&outcomes);
+                self.start_jobs(claimed, &asked);
+                self.pump(ctx);
+            }
+            Err(e) => {
+                // Nothing was written: keep the outcomes (first, in order)
+                // and try again after a pause, longer each time.
+                let pause = self
+                    .write_backoff
+                    .map_or(Duration::from_millis(50), |d| (d * 2).min(Duration::from_secs(5)));
+                log::error!(
+                    "errands: queue `{}`: could not write outcomes or claim jobs ({e}); retrying in {pause:?}",
+                    self.queue
+                );
+                self.write_backoff = Some(pause);
+                let later = std::mem::take(&mut self.pending);
+                self.pending = outcomes;
+                self.pending.extend(later);
+                self.writing = true;
+                ctx.run_later(pause, |act, ctx| {
+                    act.writing = false;
+                    act.pump(ctx);
+                });
+            }
+        }
+    }
+
+    /// Hands claimed jobs to their workers and updates the counters.
+    fn start_jobs(&mut self, claimed: Vec<ClaimedJob>, asked: &[(&'static str, usize)]) {
+        for (kind, asked) in asked {
+            if *asked == 0 {
+                continue;
+            }
+            let got = claimed.iter().filter(|j| j.kind == *kind).count();
+            if let Some(slots) = self.slots(kind) {
+                slots.running += got;
+                if got < *asked {
+                    slots.maybe_ready = false;
+                }
+            }
+        }
+        // Group by kind, preserving claim order, and send one batch per worker.
+        let mut by_kind: Vec<(&'static str, Vec<ClaimedJob>)> = Vec::new();
+        for job in claimed {
+            match by_kind.iter_mut().find(|(k, _)| *k == job.kind) {
+                Some((_, jobs)) => jobs.push(job),
+                None => by_kind.push((job.kind, vec![job])),
+            }
+        }
+        for (kind, jobs) in by_kind {
+            if let Some(slots) = self.slots(kind) {
+                slots.worker.run.do_send(RunJobs(jobs));
+            }
+        }
+    }
+
+    /// Tells the scheduler about retries and subscribers about outcomes,
+    /// now that they are committed.
+    fn report(&self, outcomes: &[PendingOutcome]) {
+        let now = self.shared.clock.now_ms();
+        let next_retry = outcomes
+            .iter()
+            .filter_map(|p| match &p.finished.outcome {
+                Outcome::Retry { run_at, .. } => Some(*run_at),
+                _ => None,
+            })
+            .min();
+        if let Some(run_at) = next_retry {
+            if run_at > now {
+                self.scheduler.do_send(Hint(run_at));
+            }
+        }
+        if !self.shared.wants_events() {
+            return;
+        }
+        for p in outcomes {
+            let (id, kind, attempt) = (p.finished.id, p.kind, p.attempt);
+            let event = match &p.finished.outcome {
+                Outcome::Completed => Event::Completed { id, kind, attempt },
+                Outcome::Retry { run_at, error } => Event::Retrying {
+                    id,
+                    kind,
+                    attempt,
+                    error: error.clone(),
+                    run_at: ms_to_system_time(*run_at),
+                },
+                Outcome::Dead { error } => Event::Dead {
+                    id,
+                    kind,
+                    attempt,
+                    error: error.clone(),
+                },
+                Outcome::Released => Event::Released { id, kind },
+            };
+            let _ = self.shared.events.send(event);
+        }
+    }
+
+    fn finish_drain_if_idle(&mut self) {
+        let idle = !self.writing
+            && self.pending.is_empty()
+            && self.kinds.iter().all(|k| k.running == 0 && k.reserved == 0);
+        if !idle {
+            return;
+        }
+        if let Some(draining) = self.draining.as_mut() {
+            for waiter in draining.waiters.drain(..) {
+                let _ = waiter.send(draining.released);
+            }
+        }
+    }
+
+    /// The shutdown deadline passed: stop what still runs and release it.
+    fn abort_running(&mut self, ctx: &mut Context<Self>) {
+        for slots in &self.kinds {
+            if slots.running == 0 {
+                continue;
+            }
+            let kind = slots.kind;
+            ctx.spawn(slots.worker.abort.send(AbortRunning).into_actor(self).map(
+                move |aborted, act, ctx| {
+                    let aborted = aborted.unwrap_or_default();
+                    if let Some(draining) = act.draining.as_mut() {
+                        draining.released += aborted.len();
+                    }
+                    if let Some(slots) = act.slots(kind) {
+                        slots.running = slots.running.saturating_sub(aborted.len());
+                    }
+                    for id in aborted {
+                        act.pending.push(PendingOutcome {
+                            kind,
+                            attempt: 0,
+                            finished: Finished {
+                                id,
+                                outcome: Outcome::Released,
+                                checkpoint: None,
+                            },
+                        });
+                    }
+                    act.pump(ctx);
+                },
+            ));
+        }
+    }
+}
+
+impl Actor for Dispatcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.poll_interval, |act, ctx| {
+            for slots in &mut act.kinds {
+                slots.maybe_ready = true;
+            }
+            act.pump(ctx);
+        });
+        self.pump(ctx);
+    }
+}
+
+impl Supervised for Dispatcher {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        // Requests in flight died with the old context; their slots and
+        // outcomes are recovered from the store's view on the next claim.
+        self.writing = false;
+        for slots in &mut self.kinds {
+            slots.reserved = 0;
+            slots.maybe_ready = true;
+        }
+    }
+}
+
+impl Handler<Wake> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: Wake, ctx: &mut Context<Self>) {
+        for slots in &mut self.kinds {
+            if msg.0.is_none_or(|kind| kind == slots.kind) {
+                slots.maybe_ready = true;
+            }
+        }
+        self.pump(ctx);
+    }
+}
+
+impl Handler<AttemptDone> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: AttemptDone, ctx: &mut Context<Self>) {
+        if let Some(slots) = self.slots(msg.kind) {
+            slots.running = slots.running.saturating_sub(1);
+        }
+        self.pending.push(PendingOutcome {
+            kind: msg.kind,
+            attempt: msg.attempt,
+            finished: msg.finished,
+        });
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Drain> for Dispatcher {
+    type Result = ResponseFuture<usize>;
+
+    fn handle(&mut self, msg: Drain, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        let draining = self.draining.get_or_insert(Draining {
+            waiters: Vec::new(),
+            released: 0,
+        });
+        draining.waiters.push(tx);
+        ctx.run_later(msg.deadline, |act, ctx| act.abort_running(ctx));
+        self.pump(ctx);
+        Box::pin(async move { rx.await.unwrap_or(0) })
+    }
+}

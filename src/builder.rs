@@ -1,0 +1,337 @@
+//! Configuring and starting errands.
+//!
+//! Every mistake the builder can see (no database, a kind registered twice,
+//! zero concurrency, a declared queue no job type uses, ...) is reported by
+//! [`Builder::start`] before anything is opened or started, with all the
+//! problems listed at once.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::broadcast;
+
+use crate::actors::dispatcher::{Dispatcher, KindSlots};
+use crate::actors::scheduler::{Attach, Scheduler};
+use crate::actors::supervisor::Supervisor as ErrandsSupervisor;
+use crate::actors::worker::{start_worker, AttemptDone, WorkerHandles};
+use crate::actors::Shared;
+use crate::client::{Errands, KindInfo};
+use crate::clock::{Clock, SystemClock};
+use crate::config::JobConfig;
+use crate::context::DataMap;
+use crate::error::{Error, Result};
+use crate::job::Job;
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
+use crate::store::Store;
+
+type StartWorker =
+    fn(&'static str, Arc<JobConfig>, Recipient<AttemptDone>, Arc<Shared>) -> WorkerHandles;
+
+/// One registered job type.
+struct Registration {
+    kind: &'static str,
+    queue: &'static str,
+    config: Arc<JobConfig>,
+    start: StartWorker,
+}
+
+/// Settings for one queue, declared with [`Builder::queue`].
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    poll_interval: Option<Duration>,
+}
+
+impl QueueConfig {
+    /// The defaults: the builder's poll interval.
+    pub fn new() -> Self {
+        QueueConfig {
+            poll_interval: None,
+        }
+    }
+
+    /// How often this queue's dispatcher looks for jobs written by other
+    /// processes (jobs enqueued in this process start without waiting).
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.poll_interval = Some(every);
+        self
+    }
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Configures and starts errands. Get one with [`Errands::builder`].
+///
+/// ```no_run
+/// # use errands::{Errands, Job, JobConfig, JobContext, JobResult};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Resize;
+/// # impl Job for Resize { const KIND: &'static str = "resize";
+/// #   async fn run(self, _: JobContext) -> JobResult { Ok(()) } }
+/// # async fn demo() -> errands::Result<()> {
+/// let errands = Errands::builder()
+///     .sqlite("data/jobs.db")
+///     .register_with::<Resize>(JobConfig::new().concurrency(4))
+///     .start()
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub struct Builder {
+    sqlite: Option<SqliteOptions>,
+    registrations: Vec<Registration>,
+    queues: HashMap<String, QueueConfig>,
+    data: DataMap,
+    problems: Vec<String>,
+    clock: Arc<dyn Clock>,
+    poll_interval: Duration,
+    recovery_interval: Duration,
+    retain_completed: Option<Duration>,
+    event_capacity: usize,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            sqlite: None,
+            registrations: Vec::new(),
+            queues: HashMap::new(),
+            data: DataMap::default(),
+            problems: Vec::new(),
+            clock: Arc::new(SystemClock),
+            poll_interval: Duration::from_secs(1),
+            recovery_interval: Duration::from_secs(5),
+            retain_completed: None,
+            event_capacity: 4096,
+        }
+    }
+}
+
+impl Builder {
+    /// Stores jobs in the SQLite database at `path` (created if missing),
+    /// with default options.
+    pub fn sqlite(self, path: impl Into<PathBuf>) -> Self {
+        self.sqlite_options(SqliteOptions::new(path))
+    }
+
+    /// Stores jobs in SQLite with these options.
+    pub fn sqlite_options(mut self, options: SqliteOptions) -> Self {
+        self.sqlite = Some(options);
+        self
+    }
+
+    /// Runs jobs of type `J` in this process, with `J::config()`.
+    pub fn register<J: Job>(self) -> Self {
+        self.register_with::<J>(J::config())
+    }
+
+    /// Runs jobs of type `J` in this process, with these settings.
+    pub fn register_with<J: Job>(mut self, config: JobConfig) -> Self {
+        if J::KIND.is_empty() {
+            self.problems
+                .push(format!("{} has an empty KIND", std::any::type_name::<J>()));
+        }
+        if J::QUEUE.is_empty() {
+            self.problems.push(format!(
+                "job kind `{}` has an empty QUEUE name",
+                J::KIND
+            ));
+        }
+        if config.concurrency == 0 {
+            self.problems
+                .push(format!("job kind `{}` has concurrency 0", J::KIND));
+        }
+        if config.max_attempts == 0 {
+            self.problems
+                .push(format!("job kind `{}` has max_attempts 0", J::KIND));
+        }
+        if self.registrations.iter().any(|r| r.kind == J::KIND) {
+            self.problems
+                .push(format!("job kind `{}` is registered twice", J::KIND));
+        }
+        self.registrations.push(Registration {
+            kind: J::KIND,
+            queue: J::QUEUE,
+            config: Arc::new(config),
+            start: start_worker::<J>,
+        });
+        self
+    }
+
+    /// Declares settings for a queue. A declared queue that no registered
+    /// job type uses is a configuration error (most likely a typo).
+    pub fn queue(mut self, name: impl Into<String>, config: QueueConfig) -> Self {
+        let name = name.into();
+        if self.queues.insert(name.clone(), config).is_some() {
+            self.problems
+                .push(format!("queue `{name}` is declared twice"));
+        }
+        self
+    }
+
+    /// Makes `value` available to handlers through
+    /// [`JobContext::data`](crate::JobContext::data), looked up by its type.
+    pub fn data<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        if self.data.insert(value) {
+            self.problems.push(format!(
+                "application data of type {} is registered twice",
+                std::any::type_name::<T>()
+            ));
+        }
+        self
+    }
+
+    /// The clock used for every `run_at`; a [`ManualClock`](crate::ManualClock)
+    /// in tests.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// How often dispatchers look for jobs written by other processes.
+    /// Default 1 s.
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.poll_interval = every;
+        self
+    }
+
+    /// How often to check whether other processes sharing the database died
+    /// and put their running jobs back. Default 5 s. (Jobs left by a process
+    /// that died before this one started are recovered at start, at once.)
+    pub fn recovery_interval(mut self, every: Duration) -> Self {
+        self.recovery_interval = every;
+        self
+    }
+
+    /// Keeps completed jobs (state `completed`) for this long instead of
+    /// deleting them when they finish.
+    pub fn retain_completed(mut self, retention: Duration) -> Self {
+        self.retain_completed = Some(retention);
+        self
+    }
+
+    /// How many events a slow [`Events`](crate::Events) subscriber may fall
+    /// behind before it misses some. Default 4096.
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity.max(1);
+        self
+    }
+
+    fn validate(&mut self) -> Result<SqliteOptions> {
+        let mut problems = std::mem::take(&mut self.problems);
+        for name in self.queues.keys() {
+            if !self.registrations.iter().any(|r| r.queue == name) {
+                problems.push(format!("queue `{name}` has no job types registered"));
+            }
+        }
+        if self.poll_interval.is_zero() || self.recovery_interval.is_zero() {
+            problems.push("poll and recovery intervals must be longer than zero".into());
+        }
+        let sqlite = self.sqlite.take();
+        if sqlite.is_none() {
+            problems.push("no database: call Builder::sqlite(path)".into());
+        }
+        match sqlite {
+            Some(options) if problems.is_empty() => Ok(options),
+            _ => Err(Error::Config(problems.join("; "))),
+        }
+    }
+
+    /// Validates the configuration, opens and migrates the database, puts
+    /// back jobs left running by dead processes, starts the actors and
+    /// returns the handle. Must run inside an actix system
+    /// (`#[actix_web::main]`, `#[actix_rt::main]` or `actix_rt::System`).
+    pub async fn start(mut self) -> Result<Errands> {
+        let options = self.validate()?;
+        let retain = self.retain_completed.is_some();
+        let store = actix_rt::task::spawn_blocking(move || SqliteStore::open(&options, retain))
+            .await
+            .map_err(|_| Error::Closed)??;
+        let store: Arc<dyn Store> = Arc::new(store);
+        let recovered = store.recover_orphans(self.clock.now_ms()).await?;
+        if recovered > 0 {
+            log::info!("errands: put {recovered} interrupted jobs back in the queue");
+        }
+
+        let (events, _) = broadcast::channel(self.event_capacity);
+        let shared = Arc::new(Shared {
+            store,
+            clock: self.clock.clone(),
+            data: Arc::new(std::mem::take(&mut self.data)),
+            events,
+        });
+
+        let scheduler = actix::Supervisor::start({
+            let shared = shared.clone();
+            move |_| Scheduler::new(shared)
+        });
+
+        let mut queue_names: Vec<&'static str> =
+            self.registrations.iter().map(|r| r.queue).collect();
+        queue_names.sort_unstable();
+        queue_names.dedup();
+        let mut dispatchers = HashMap::new();
+        for queue in queue_names {
+            let poll = self
+                .queues
+                .get(queue)
+                .and_then(|q| q.poll_interval)
+                .unwrap_or(self.poll_interval);
+            let members: Vec<(&'static str, Arc<JobConfig>, StartWorker)> = self
+                .registrations
+                .iter()
+                .filter(|r| r.queue == queue)
+                .map(|r| (r.kind, r.config.clone(), r.start))
+                .collect();
+            let shared = shared.clone();
+            let scheduler = scheduler.clone();
+            let addr = actix::Supervisor::start(move |ctx: &mut Context<Dispatcher>| {
+                let me = ctx.address();
+                let kinds = members
+                    .into_iter()
+                    .map(|(kind, config, start)| {
+                        let limit = config.concurrency;
+                        let worker = start(queue, config, me.clone().recipient(), shared.clone());
+                        KindSlots::new(kind, limit, worker)
+                    })
+                    .collect();
+                Dispatcher::new(queue, shared, scheduler, kinds, poll)
+            });
+            dispatchers.insert(queue, addr);
+        }
+
+        scheduler.do_send(Attach {
+            dispatchers: dispatchers.values().cloned().collect(),
+            kinds: self
+                .registrations
+                .iter()
+                .map(|r| (r.queue.to_string(), r.kind.to_string()))
+                .collect(),
+        });
+        let supervisor = ErrandsSupervisor::new(
+            shared.clone(),
+            dispatchers.values().cloned().collect(),
+            self.recovery_interval,
+            self.retain_completed,
+        )
+        .start();
+
+        let kinds = self
+            .registrations
+            .iter()
+            .map(|r| {
+                (
+                    r.kind,
+                    KindInfo {
+                        max_attempts: r.config.max_attempts,
+                    },
+                )
+            })
+            .collect();
+        Ok(Errands::new(shared, supervisor, scheduler, dispatchers, kinds))
+    }
+}

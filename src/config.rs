@@ -1,0 +1,145 @@
+//! Per-job-type settings: concurrency, attempts, backoff, timeout.
+//!
+//! The defaults follow what production queues settled on (Sidekiq and Oban
+//! both retry about 20–25 times over roughly a day): 25 attempts,
+//! exponential backoff from one second capped at one hour, with jitter so
+//! that a burst of failures does not come back as a burst.
+
+use std::time::Duration;
+
+/// How long to wait before the next attempt of a failed job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Backoff {
+    /// The same delay after every failure.
+    Fixed(Duration),
+    /// `base * 2^(attempt-1)`, capped at `max`, plus up to `jitter` of that
+    /// delay at random (0.0–1.0).
+    Exponential {
+        /// Delay after the first failure.
+        base: Duration,
+        /// Upper bound before jitter.
+        max: Duration,
+        /// Random extra, as a fraction of the delay.
+        jitter: f64,
+    },
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::Exponential {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(3600),
+            jitter: 0.25,
+        }
+    }
+}
+
+impl Backoff {
+    /// An exponential backoff without jitter; handy when tests need exact times.
+    pub fn exponential(base: Duration, max: Duration) -> Self {
+        Backoff::Exponential {
+            base,
+            max,
+            jitter: 0.0,
+        }
+    }
+
+    /// The delay after the failed attempt number `attempt` (1-based).
+    ///
+    /// ```
+    /// use errands::Backoff;
+    /// use std::time::Duration;
+    /// let b = Backoff::exponential(Duration::from_secs(1), Duration::from_secs(10));
+    /// assert_eq!(b.delay(1), Duration::from_secs(1));
+    /// assert_eq!(b.delay(3), Duration::from_secs(4));
+    /// assert_eq!(b.delay(30), Duration::from_secs(10));
+    /// ```
+    pub fn delay(&self, attempt: u32) -> Duration {
+        match self {
+            Backoff::Fixed(d) => *d,
+            Backoff::Exponential { base, max, jitter } => {
+                let shift = attempt.saturating_sub(1).min(40);
+                let raw = base.saturating_mul(1u32 << shift.min(31));
+                let raw = if shift > 31 { *max } else { raw };
+                let capped = raw.min(*max);
+                if *jitter > 0.0 {
+                    capped + capped.mul_f64(fastrand::f64() * jitter.clamp(0.0, 1.0))
+                } else {
+                    capped
+                }
+            }
+        }
+    }
+}
+
+/// Settings for one job type, given at registration.
+///
+/// ```
+/// use errands::{Backoff, JobConfig};
+/// use std::time::Duration;
+/// let config = JobConfig::new()
+///     .concurrency(8)
+///     .max_attempts(5)
+///     .backoff(Backoff::Fixed(Duration::from_secs(30)))
+///     .timeout(Duration::from_secs(60));
+/// assert_eq!(config.get_concurrency(), 8);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobConfig {
+    pub(crate) concurrency: usize,
+    pub(crate) max_attempts: u32,
+    pub(crate) backoff: Backoff,
+    pub(crate) timeout: Option<Duration>,
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        JobConfig {
+            concurrency: 10,
+            max_attempts: 25,
+            backoff: Backoff::default(),
+            timeout: None,
+        }
+    }
+}
+
+impl JobConfig {
+    /// The defaults: concurrency 10, 25 attempts, exponential backoff, no timeout.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// At most this many jobs of the type run at once in this process (≥ 1).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// Attempts before the job is dead (≥ 1). Stored in each row at enqueue.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+
+    /// The delay policy between attempts.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// An attempt running longer than this is stopped and counts as failed.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The configured concurrency limit.
+    pub fn get_concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// The configured maximum number of attempts.
+    pub fn get_max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+}

@@ -1,0 +1,96 @@
+//! What happened to jobs, as it happens: a broadcast of outcomes.
+//!
+//! Every event is sent after the outcome it reports has been committed, so a
+//! subscriber that sees `Completed` can rely on it. Tests use this to wait
+//! for exactly the moment they care about instead of sleeping; applications
+//! use it for metrics and notifications. A subscriber that falls too far
+//! behind is told how many events it missed ([`EventsError::Lagged`]).
+
+use std::time::SystemTime;
+
+use tokio::sync::broadcast;
+
+/// One committed outcome of an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The handler returned `Ok`; the job is finished.
+    Completed {
+        /// The job's id.
+        id: i64,
+        /// Its kind.
+        kind: &'static str,
+        /// The attempt that succeeded (1 for the first).
+        attempt: u32,
+    },
+    /// The attempt failed; the job will run again at `run_at`.
+    Retrying {
+        /// The job's id.
+        id: i64,
+        /// Its kind.
+        kind: &'static str,
+        /// The attempt that failed.
+        attempt: u32,
+        /// Why it failed (the error, panic message or timeout).
+        error: String,
+        /// When it will run again.
+        run_at: SystemTime,
+    },
+    /// The job is dead: attempts used up, a permanent error, or a payload
+    /// that does not decode.
+    Dead {
+        /// The job's id.
+        id: i64,
+        /// Its kind.
+        kind: &'static str,
+        /// The last attempt.
+        attempt: u32,
+        /// Why it failed.
+        error: String,
+    },
+    /// Shutdown interrupted the attempt; the job is back in the queue and
+    /// the attempt does not count.
+    Released {
+        /// The job's id.
+        id: i64,
+        /// Its kind.
+        kind: &'static str,
+    },
+}
+
+impl Event {
+    /// The id of the job this event is about.
+    pub fn id(&self) -> i64 {
+        match self {
+            Event::Completed { id, .. }
+            | Event::Retrying { id, .. }
+            | Event::Dead { id, .. }
+            | Event::Released { id, .. } => *id,
+        }
+    }
+}
+
+/// Why [`Events::next`] returned no event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventsError {
+    /// The subscriber fell behind and this many events were dropped.
+    #[error("missed {0} events")]
+    Lagged(u64),
+    /// The system shut down; no more events will come.
+    #[error("errands has shut down")]
+    Closed,
+}
+
+/// A subscription to [`Event`]s, from [`Errands::subscribe`](crate::Errands::subscribe).
+pub struct Events {
+    pub(crate) rx: broadcast::Receiver<Event>,
+}
+
+impl Events {
+    /// Waits for the next event.
+    pub async fn next(&mut self) -> Result<Event, EventsError> {
+        self.rx.recv().await.map_err(|e| match e {
+            broadcast::error::RecvError::Lagged(n) => EventsError::Lagged(n),
+            broadcast::error::RecvError::Closed => EventsError::Closed,
+        })
+    }
+}

@@ -1,0 +1,104 @@
+//! What an operator can see: one job's state, and counts by queue and kind.
+
+use std::fmt;
+use std::time::SystemTime;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobState {
+    /// Waiting for its `run_at` (a delayed job, or a retry in backoff).
+    Scheduled,
+    /// Ready to run as soon as a worker has a free slot.
+    Available,
+    /// Claimed by a worker; an attempt is in progress.
+    Running,
+    /// Attempts used up, a permanent error, or an undecodable payload.
+    /// Kept with its last error until requeued or purged.
+    Dead,
+    /// Finished successfully; only seen when completed jobs are retained.
+    Completed,
+}
+
+impl JobState {
+    /// The lower-case name used in logs and counts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Scheduled => "scheduled",
+            JobState::Available => "available",
+            JobState::Running => "running",
+            JobState::Dead => "dead",
+            JobState::Completed => "completed",
+        }
+    }
+
+    /// Reads a stored state; `Available` rows whose `run_at` is later than
+    /// `now` are reported as `Scheduled`.
+    pub(crate) fn from_row(state: &str, run_at: i64, now: i64) -> JobState {
+        match state {
+            "available" if run_at > now => JobState::Scheduled,
+            "available" => JobState::Available,
+            "running" => JobState::Running,
+            "dead" => JobState::Dead,
+            _ => JobState::Completed,
+        }
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything stored about one job, except its payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobInfo {
+    /// The job's id, as returned by `enqueue`.
+    pub id: i64,
+    /// The queue it runs in.
+    pub queue: String,
+    /// Its kind (`Job::KIND`).
+    pub kind: String,
+    /// Its current state.
+    pub state: JobState,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Attempts allowed before it is dead.
+    pub max_attempts: u32,
+    /// The earliest time it may (next) run.
+    pub run_at: SystemTime,
+    /// When it was enqueued.
+    pub created_at: SystemTime,
+    /// When its latest attempt started.
+    pub started_at: Option<SystemTime>,
+    /// When it became dead or completed.
+    pub finished_at: Option<SystemTime>,
+    /// The error of its latest failed attempt.
+    pub last_error: Option<String>,
+}
+
+/// How many jobs of one kind in one queue are in each state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// The queue.
+    pub queue: String,
+    /// The job kind.
+    pub kind: String,
+    /// Waiting for a future `run_at`.
+    pub scheduled: u64,
+    /// Ready to run.
+    pub available: u64,
+    /// Running now.
+    pub running: u64,
+    /// Dead.
+    pub dead: u64,
+    /// Completed and retained.
+    pub completed: u64,
+}
+
+impl Counts {
+    /// Jobs of this kind that have not finished (scheduled, available or running).
+    pub fn pending(&self) -> u64 {
+        self.scheduled + self.available + self.running
+    }
+}

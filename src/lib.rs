@@ -1,0 +1,66 @@
+//! # errands
+//!
+//! Durable background jobs for actix and actix-web. A handler hands off
+//! work and returns; errands keeps the job on disk (one SQLite file, nothing
+//! to install), runs it on typed worker actors with per-kind concurrency
+//! limits, retries failures with backoff, survives `kill -9`, and tells you
+//! what happened.
+//!
+//! ```no_run
+//! use errands::{Errands, Job, JobConfig, JobContext, JobResult};
+//! use serde::{Deserialize, Serialize};
+//! use std::time::Duration;
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct SendEmail { to: String }
+//!
+//! impl Job for SendEmail {
+//!     const KIND: &'static str = "send_email";
+//!     async fn run(self, ctx: JobContext) -> JobResult {
+//!         println!("sending to {} (attempt {})", self.to, ctx.attempt());
+//!         Ok(())
+//!     }
+//! }
+//!
+//! #[actix_rt::main]
+//! async fn main() -> errands::Result<()> {
+//!     let errands = Errands::builder()
+//!         .sqlite("jobs.db")
+//!         .register_with::<SendEmail>(JobConfig::new().concurrency(8))
+//!         .start()
+//!         .await?;
+//!     let id = errands.enqueue(SendEmail { to: "a@example.com".into() }).await?;
+//!     errands.enqueue_in(SendEmail { to: "b@example.com".into() }, Duration::from_secs(60)).await?;
+//!     println!("enqueued job {id}");
+//!     errands.shutdown(Duration::from_secs(10)).await
+//! }
+//! ```
+//!
+//! See the README for guarantees (at-least-once, crash recovery, what
+//! `synchronous` promises) and the design.
+
+#![warn(missing_docs)]
+
+mod actors;
+mod builder;
+mod client;
+mod clock;
+mod codec;
+mod config;
+mod context;
+mod error;
+mod events;
+mod inspect;
+mod job;
+mod store;
+
+pub use builder::{Builder, QueueConfig};
+pub use client::{EnqueueOptions, Errands};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{Backoff, JobConfig};
+pub use context::JobContext;
+pub use error::{Error, Result};
+pub use events::{Event, Events, EventsError};
+pub use inspect::{Counts, JobInfo, JobState};
+pub use job::{Job, JobError, JobResult};
+pub use store::sqlite::{SqliteOptions, Synchronous};

@@ -1,0 +1,69 @@
+//! The persistent store, behind a trait so that the engine never sees SQL.
+//!
+//! The actors speak only [`Store`]: enqueue rows, finish attempts and claim
+//! new ones in one round trip, recover what dead processes left running, and
+//! answer the operator's questions. SQLite ([`sqlite::SqliteStore`]) is the
+//! embedded default; a PostgreSQL implementation for several hosts will sit
+//! beside it behind the same trait.
+//!
+//! Every method returns a boxed future: the SQLite implementation runs its
+//! blocking calls on its own threads and answers through a channel, so no
+//! actix arbiter thread ever blocks on the database.
+
+pub(crate) mod sqlite;
+mod types;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub(crate) use types::*;
+
+use crate::error::Result;
+use crate::inspect::{Counts, JobInfo};
+
+/// A boxed future answering a store request.
+pub(crate) type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T>> + Send>>;
+
+/// What the engine needs from a persistent store.
+pub(crate) trait Store: Send + Sync + 'static {
+    /// Inserts the jobs in one transaction; answers their ids after commit.
+    fn enqueue(&self, jobs: Vec<NewJob>) -> StoreFuture<Vec<i64>>;
+
+    /// Writes finished attempts and claims new jobs, atomically, in one
+    /// transaction: the dispatcher's whole conversation with the store.
+    fn finish_and_claim(&self, batch: FinishAndClaim) -> StoreFuture<Vec<ClaimedJob>>;
+
+    /// Puts back every running job whose owner is no longer alive (a job at
+    /// its last attempt goes dead instead). Answers how many rows moved.
+    fn recover_orphans(&self, now: i64) -> StoreFuture<usize>;
+
+    /// The earliest `run_at` later than `after` among waiting jobs of the
+    /// given (queue, kind) pairs.
+    fn next_run_at(&self, kinds: Vec<(String, String)>, after: i64) -> StoreFuture<Option<i64>>;
+
+    /// Job counts by queue and state.
+    fn counts(&self, now: i64) -> StoreFuture<Vec<Counts>>;
+
+    /// One job, if it still exists.
+    fn job(&self, id: i64, now: i64) -> StoreFuture<Option<JobInfo>>;
+
+    /// Dead jobs, newest first, optionally of one queue.
+    fn dead_jobs(&self, queue: Option<String>, limit: usize) -> StoreFuture<Vec<JobInfo>>;
+
+    /// Moves dead jobs back to the queue with fresh attempts: one job
+    /// (`Some(id)`), or every dead job (of one queue, or all). Answers the count.
+    fn requeue(&self, target: DeadTarget, now: i64) -> StoreFuture<u64>;
+
+    /// Deletes dead jobs for good. Answers the count.
+    fn purge(&self, target: DeadTarget) -> StoreFuture<u64>;
+
+    /// Deletes a job that has not started. Errors if it is running, dead or gone.
+    fn cancel(&self, id: i64) -> StoreFuture<()>;
+
+    /// Deletes retained completed jobs that finished before `before`.
+    fn prune_completed(&self, before: i64) -> StoreFuture<u64>;
+
+    /// Marks this process as gone: its lock is released so that others may
+    /// recover anything it still holds. Called last at shutdown.
+    fn close(&self) -> StoreFuture<()>;
+}

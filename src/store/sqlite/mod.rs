@@ -1,0 +1,194 @@
+//! The embedded SQLite store: one writer thread with group commit, a pool of
+//! read connections, and file locks that tell live owners from dead ones.
+//!
+//! Opening does everything that can fail before anything starts: create the
+//! directory, open the file for writing, switch to WAL, check and migrate the
+//! schema, take this owner's lock. After that, writes go to the [`Writer`]
+//! thread and reads run on the blocking pool, so no actix arbiter thread ever
+//! waits for SQLite.
+
+mod options;
+mod owners;
+mod reads;
+mod schema;
+mod writer;
+mod writes;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use r2d2::Pool;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, OpenFlags};
+
+pub use options::{SqliteOptions, Synchronous};
+use writer::Writer;
+
+use super::{ClaimedJob, DeadTarget, FinishAndClaim, NewJob, Store, StoreFuture};
+use crate::error::{Error, Result};
+use crate::inspect::{Counts, JobInfo};
+
+/// The SQLite implementation of [`Store`].
+pub(crate) struct SqliteStore {
+    writer: Writer,
+    pool: Pool<SqliteConnectionManager>,
+    owner: Arc<str>,
+    lock_dir: PathBuf,
+    lock: Mutex<Option<owners::OwnerLock>>,
+    retain_completed: bool,
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database. Blocks: call
+    /// it from a thread that may block.
+    pub(crate) fn open(options: &SqliteOptions, retain_completed: bool) -> Result<SqliteStore> {
+        let path = options.path.clone();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let open_error = |source: rusqlite::Error| Error::Open {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_error)?;
+        configure_writer(&conn, options).map_err(open_error)?;
+        schema::migrate(&conn)?;
+
+        let lock_dir = owners::lock_dir(&path);
+        let owner = owners::new_owner_id();
+        let lock = owners::OwnerLock::acquire(&lock_dir, &owner)?;
+
+        let busy = options.busy_timeout;
+        let manager = SqliteConnectionManager::file(&path)
+            .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .with_init(move |c| c.busy_timeout(busy));
+        let pool = Pool::builder()
+            .max_size(options.read_pool_size)
+            .min_idle(Some(0))
+            .build(manager)?;
+
+        let writer = Writer::start(conn)?;
+        Ok(SqliteStore {
+            writer,
+            pool,
+            owner: owner.into(),
+            lock_dir,
+            lock: Mutex::new(Some(lock)),
+            retain_completed,
+        })
+    }
+
+    /// Runs a read on a pooled connection on the blocking thread pool.
+    fn read<T, F>(&self, read: F) -> StoreFuture<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            actix_rt::task::spawn_blocking(move || {
+                let conn = pool.get()?;
+                read(&conn)
+            })
+            .await
+            .map_err(|_| Error::Closed)?
+        })
+    }
+}
+
+fn configure_writer(conn: &Connection, options: &SqliteOptions) -> rusqlite::Result<()> {
+    conn.busy_timeout(options.busy_timeout)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(writer::other_error(format!(
+            "could not switch to WAL journal mode (got {mode})"
+        )));
+    }
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {};
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -8000;",
+        options.synchronous.pragma()
+    ))?;
+    if let Some(bytes) = options.max_database_bytes {
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
+        let pages = (bytes as i64 / page_size).max(1);
+        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+    }
+    // Writing is the point: fail now, at open, on a read-only file.
+    conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn enqueue(&self, jobs: Vec<NewJob>) -> StoreFuture<Vec<i64>> {
+        Box::pin(self.writer.submit(move |conn| writes::insert_jobs(conn, &jobs)))
+    }
+
+    fn finish_and_claim(&self, batch: FinishAndClaim) -> StoreFuture<Vec<ClaimedJob>> {
+        let owner = self.owner.clone();
+        let retain = self.retain_completed;
+        Box::pin(
+            self.writer
+                .submit(move |conn| writes::finish_and_claim(conn, &owner, retain, &batch)),
+        )
+    }
+
+    fn recover_orphans(&self, now: i64) -> StoreFuture<usize> {
+        let owner = self.owner.clone();
+        let dir = self.lock_dir.clone();
+        Box::pin(
+            self.writer
+                .submit(move |conn| writes::recover_orphans(conn, &owner, &dir, now)),
+        )
+    }
+
+    fn next_run_at(&self, kinds: Vec<(String, String)>, after: i64) -> StoreFuture<Option<i64>> {
+        self.read(move |conn| reads::next_run_at(conn, &kinds, after))
+    }
+
+    fn counts(&self, now: i64) -> StoreFuture<Vec<Counts>> {
+        self.read(move |conn| reads::counts(conn, now))
+    }
+
+    fn job(&self, id: i64, now: i64) -> StoreFuture<Option<JobInfo>> {
+        self.read(move |conn| reads::job(conn, id, now))
+    }
+
+    fn dead_jobs(&self, queue: Option<String>, limit: usize) -> StoreFuture<Vec<JobInfo>> {
+        self.read(move |conn| reads::dead_jobs(conn, queue.as_deref(), limit))
+    }
+
+    fn requeue(&self, target: DeadTarget, now: i64) -> StoreFuture<u64> {
+        Box::pin(self.writer.submit(move |conn| writes::requeue(conn, &target, now)))
+    }
+
+    fn purge(&self, target: DeadTarget) -> StoreFuture<u64> {
+        Box::pin(self.writer.submit(move |conn| writes::purge(conn, &target)))
+    }
+
+    fn cancel(&self, id: i64) -> StoreFuture<()> {
+        Box::pin(self.writer.submit(move |conn| writes::cancel(conn, id)))
+    }
+
+    fn prune_completed(&self, before: i64) -> StoreFuture<u64> {
+        Box::pin(self.writer.submit(move |conn| writes::prune_completed(conn, before)))
+    }
+
+    fn close(&self) -> StoreFuture<()> {
+        let lock = self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Box::pin(async move {
+            if let Some(lock) = lock {
+                lock.remove();
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,98 @@
+//! The SQL that only reads, run on pooled connections beside the writer
+//! (WAL lets readers and the writer proceed together).
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::clock::ms_to_system_time;
+use crate::error::Result;
+use crate::inspect::{Counts, JobInfo, JobState};
+
+const JOB_COLUMNS: &str = "id, queue, kind, state, attempts, max_attempts, run_at, created_at,
+                           started_at, finished_at, last_error";
+
+fn job_info(row: &Row<'_>, now: i64) -> rusqlite::Result<JobInfo> {
+    let state: String = row.get(3)?;
+    let run_at: i64 = row.get(6)?;
+    Ok(JobInfo {
+        id: row.get(0)?,
+        queue: row.get(1)?,
+        kind: row.get(2)?,
+        state: JobState::from_row(&state, run_at, now),
+        attempts: row.get(4)?,
+        max_attempts: row.get(5)?,
+        run_at: ms_to_system_time(run_at),
+        created_at: ms_to_system_time(row.get(7)?),
+        started_at: row.get::<_, Option<i64>>(8)?.map(ms_to_system_time),
+        finished_at: row.get::<_, Option<i64>>(9)?.map(ms_to_system_time),
+        last_error: row.get(10)?,
+    })
+}
+
+pub(super) fn job(conn: &Connection, id: i64, now: i64) -> Result<Option<JobInfo>> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM errands_jobs WHERE id = ?1"))?
+        .query_row(params![id], |row| job_info(row, now))
+        .optional()?)
+}
+
+pub(super) fn dead_jobs(conn: &Connection, queue: Option<&str>, limit: usize) -> Result<Vec<JobInfo>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {JOB_COLUMNS} FROM errands_jobs
+          WHERE state = 'dead' AND (?1 IS NULL OR queue = ?1)
+          ORDER BY finished_at DESC, id DESC LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![queue, limit as i64], |row| job_info(row, 0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(super) fn counts(conn: &Connection, now: i64) -> Result<Vec<Counts>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT queue, kind, state, run_at > ?1, count(*) FROM errands_jobs
+          GROUP BY 1, 2, 3, 4 ORDER BY 1, 2",
+    )?;
+    let mut rows = stmt.query(params![now])?;
+    let mut out: Vec<Counts> = Vec::new();
+    while let Some(row) = rows.next()? {
+        let queue: String = row.get(0)?;
+        let kind: String = row.get(1)?;
+        let state: String = row.get(2)?;
+        let future: bool = row.get(3)?;
+        let n = row.get::<_, i64>(4)? as u64;
+        let entry = match out.last_mut() {
+            Some(last) if last.queue == queue && last.kind == kind => last,
+            _ => {
+                out.push(Counts {
+                    queue,
+                    kind,
+                    ..Counts::default()
+                });
+                out.last_mut().expect("just pushed")
+            }
+        };
+        let state = JobState::from_row(&state, if future { 1 } else { 0 }, 0);
+        *match state {
+            JobState::Scheduled => &mut entry.scheduled,
+            JobState::Available => &mut entry.available,
+            JobState::Running => &mut entry.running,
+            JobState::Dead => &mut entry.dead,
+            JobState::Completed => &mut entry.completed,
+        } += n;
+    }
+    Ok(out)
+}
+
+pub(super) fn next_run_at(conn: &Connection, kinds: &[(String, String)], after: i64) -> Result<Option<i64>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT min(run_at) FROM errands_jobs
+          WHERE queue = ?1 AND kind = ?2 AND state = 'available' AND run_at > ?3",
+    )?;
+    let mut earliest: Option<i64> = None;
+    for (queue, kind) in kinds {
+        let next: Option<i64> = stmt.query_row(params![queue, kind, after], |row| row.get(0))?;
+        earliest = match (earliest, next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    Ok(earliest)
+}

@@ -1,0 +1,85 @@
+//! The SQLite schema and its forward-only migrations.
+//!
+//! The version lives in `PRAGMA user_version`. Each migration runs in its own
+//! `IMMEDIATE` transaction together with the version bump, so a crash during
+//! an upgrade leaves the file at the old version, never half-migrated. A file
+//! whose version is newer than [`SCHEMA_VERSION`] was written by a newer
+//! errands and is refused.
+//!
+//! One table, `errands_jobs`, holds every job. Completed jobs are deleted
+//! when they finish (or kept for a retention period and pruned), so the
+//! table the dispatchers scan holds only live work. The claim query reads
+//! the partial index `errands_jobs_ready`, which holds only waiting jobs,
+//! ordered the way they are claimed.
+
+use rusqlite::Connection;
+
+use crate::error::{Error, Result};
+
+/// The newest schema version this build writes and reads.
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+/// Migration `n` (1-based) takes the schema from version `n-1` to `n`.
+const MIGRATIONS: &[&str] = &[
+    // 1: the jobs table and its indexes.
+    "CREATE TABLE errands_jobs (
+        id           INTEGER PRIMARY KEY,
+        queue        TEXT    NOT NULL,
+        kind         TEXT    NOT NULL,
+        state        TEXT    NOT NULL CHECK (state IN ('available', 'running', 'dead', 'completed')),
+        payload      BLOB    NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL,
+        run_at       INTEGER NOT NULL,
+        created_at   INTEGER NOT NULL,
+        started_at   INTEGER,
+        finished_at  INTEGER,
+        owner        TEXT,
+        last_error   TEXT,
+        checkpoint   BLOB
+    );
+    CREATE INDEX errands_jobs_ready ON errands_jobs (queue, kind, run_at) WHERE state = 'available';
+    CREATE INDEX errands_jobs_running ON errands_jobs (owner) WHERE state = 'running';
+    CREATE INDEX errands_jobs_dead ON errands_jobs (queue, finished_at) WHERE state = 'dead';
+    CREATE INDEX errands_jobs_completed ON errands_jobs (finished_at) WHERE state = 'completed';",
+];
+
+/// Brings the database up to [`SCHEMA_VERSION`], or refuses a newer one.
+pub(crate) fn migrate(conn: &Connection) -> Result<()> {
+    let found = user_version(conn)?;
+    if found > SCHEMA_VERSION {
+        return Err(Error::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate() {
+        let version = index as i64 + 1;
+        if version <= found {
+            continue;
+        }
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        // Another process may have migrated while we waited for the lock.
+        let current = user_version(conn)?;
+        if current >= version {
+            conn.execute_batch("COMMIT")?;
+            continue;
+        }
+        let applied = conn
+            .execute_batch(sql)
+            .and_then(|_| conn.execute_batch(&format!("PRAGMA user_version = {version}")));
+        match applied {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e.into());
+            }
+        }
+        log::info!("errands: migrated database schema to version {version}");
+    }
+    Ok(())
+}
+
+fn user_version(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA user_version", [], |row| row.get(0))?)
+}

@@ -1,0 +1,208 @@
+//! The single writer thread and its group commit.
+//!
+//! Every write of this process goes through one connection on one thread.
+//! The thread takes the first request waiting in its channel and then every
+//! other request already queued behind it, runs them all in a single
+//! `BEGIN IMMEDIATE` transaction (each inside its own savepoint, so that one
+//! failing request does not undo the others), commits once, and only then
+//! answers each caller. Under load, hundreds of enqueues and outcomes share
+//! one commit (and one fsync with `synchronous=FULL`); idle, a request is
+//! committed on its own at once. One writer per process also means
+//! `SQLITE_BUSY` can only come from another process, which the busy timeout
+//! and the retry below absorb.
+
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode};
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+
+/// A unit of work for the writer: it runs inside the group transaction,
+/// then is told whether that transaction committed and answers its caller.
+trait Request: Send {
+    /// Runs the work; `true` when it succeeded and its changes should stay.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller once the transaction has ended.
+    fn answer(self: Box<Self>, commit: std::result::Result<(), &rusqlite::Error>);
+}
+
+struct Op<T, F> {
+    work: Option<F>,
+    result: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Request for Op<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let work = self.work.take().expect("a request runs once");
+        let result = work(conn);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn answer(self: Box<Self>, commit: std::result::Result<(), &rusqlite::Error>) {
+        let answer = match (commit, self.result) {
+            (Ok(()), Some(result)) => result,
+            (Err(e), _) => Err(Error::Database(clone_sqlite_error(e))),
+            (Ok(()), None) => Err(Error::Closed),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// The most requests committed together; bounds a transaction's size.
+const MAX_GROUP: usize = 2048;
+
+/// A handle to the writer thread. Cloning it shares the thread.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    tx: Sender<Box<dyn Request>>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`.
+    pub(crate) fn start(conn: Connection) -> std::io::Result<Writer> {
+        let (tx, rx) = mpsc::channel::<Box<dyn Request>>();
+        thread::Builder::new()
+            .name("errands-sqlite-writer".into())
+            .spawn(move || run(conn, rx))?;
+        Ok(Writer { tx })
+    }
+
+    /// Runs `work` in the next group transaction and answers its result once
+    /// that transaction has committed. If `work` fails, its changes are
+    /// rolled back and its error returned; if the commit fails, every
+    /// request in the group gets the commit's error.
+    pub(crate) fn submit<T, F>(&self, work: F) -> impl std::future::Future<Output = Result<T>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply, reply_rx) = oneshot::channel::<Result<T>>();
+        let sent = self.tx.send(Box::new(Op {
+            work: Some(work),
+            result: None,
+            reply,
+        }));
+        async move {
+            sent.map_err(|_| Error::Closed)?;
+            reply_rx.await.map_err(|_| Error::Closed)?
+        }
+    }
+}
+
+fn run(conn: Connection, rx: Receiver<Box<dyn Request>>) {
+    let mut group: Vec<Box<dyn Request>> = Vec::with_capacity(64);
+    while let Ok(first) = rx.recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        commit_group(&conn, &mut group);
+    }
+    log::debug!("errands: writer thread stopping");
+}
+
+/// Runs one group in one transaction and answers every request in it.
+fn commit_group(conn: &Connection, group: &mut Vec<Box<dyn Request>>) {
+    if let Err(e) = begin_immediate(conn) {
+        log::error!("errands: could not begin a write transaction: {e}");
+        for request in group.drain(..) {
+            request.answer(Err(&e));
+        }
+        return;
+    }
+    let mut all_ok = true;
+    if group.len() == 1 {
+        // Alone in the transaction: no savepoint needed, a failure rolls
+        // the whole transaction back below.
+        all_ok = group[0].run(conn);
+    } else {
+        for request in group.iter_mut() {
+            if let Err(e) = exec(conn, "SAVEPOINT errands_op") {
+                log::error!("errands: savepoint failed: {e}");
+                all_ok = false;
+                break;
+            }
+            if !request.run(conn) {
+                let _ = exec(conn, "ROLLBACK TO errands_op");
+            }
+            let _ = exec(conn, "RELEASE errands_op");
+        }
+    }
+    let end = if all_ok {
+        exec(conn, "COMMIT")
+    } else if group.len() == 1 {
+        // The lone request failed and answers its own error; undo it.
+        exec(conn, "ROLLBACK")
+    } else {
+        Err(other_error("a savepoint could not be opened".into()))
+    };
+    match end {
+        Ok(()) => {
+            for request in group.drain(..) {
+                request.answer(Ok(()));
+            }
+        }
+        Err(e) => {
+            log::error!("errands: commit failed: {e}");
+            if !conn.is_autocommit() {
+                let _ = exec(conn, "ROLLBACK");
+            }
+            for request in group.drain(..) {
+                request.answer(Err(&e));
+            }
+        }
+    }
+}
+
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+/// `BEGIN IMMEDIATE`, retried while another process holds the write lock
+/// past the busy timeout, so that `SQLITE_BUSY` never reaches a caller.
+fn begin_immediate(conn: &Connection) -> rusqlite::Result<()> {
+    let mut delay = Duration::from_millis(1);
+    loop {
+        match exec(conn, "BEGIN IMMEDIATE") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == ErrorCode::DatabaseBusy || e.code == ErrorCode::DatabaseLocked =>
+            {
+                thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// rusqlite errors are not `Clone`; rebuild one for each caller of a failed commit.
+fn clone_sqlite_error(e: &rusqlite::Error) -> rusqlite::Error {
+    match e {
+        rusqlite::Error::SqliteFailure(code, msg) => {
+            rusqlite::Error::SqliteFailure(*code, msg.clone())
+        }
+        other => other_error(other.to_string()),
+    }
+}
+
+/// A generic SQLite error carrying `message`.
+pub(super) fn other_error(message: String) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+        Some(message),
+    )
+}

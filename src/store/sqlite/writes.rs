@@ -1,0 +1,245 @@
+//! The SQL that changes rows. Each function runs on the writer thread, inside
+//! the current group transaction.
+//!
+//! Every update of a running job is conditioned on `owner = ?`: if this
+//! process was presumed dead and its job recovered by another, the late
+//! outcome changes nothing rather than clobbering the new attempt.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::owners;
+use crate::error::{Error, Result};
+use crate::store::{ClaimedJob, DeadTarget, FinishAndClaim, Finished, NewJob, Outcome};
+
+pub(super) fn insert_jobs(conn: &Connection, jobs: &[NewJob]) -> Result<Vec<i64>> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO errands_jobs (queue, kind, state, payload, max_attempts, run_at, created_at)
+         VALUES (?1, ?2, 'available', ?3, ?4, ?5, ?6)",
+    )?;
+    let mut ids = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let id = stmt.insert(params![
+            job.queue,
+            job.kind,
+            job.payload,
+            job.max_attempts,
+            job.run_at,
+            job.created_at
+        ])?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+pub(super) fn finish_and_claim(
+    conn: &Connection,
+    owner: &str,
+    retain_completed: bool,
+    batch: &FinishAndClaim,
+) -> Result<Vec<ClaimedJob>> {
+    for finished in &batch.finished {
+        write_outcome(conn, owner, retain_completed, batch.now, finished)?;
+    }
+    let mut claimed = Vec::new();
+    for (kind, limit) in &batch.claims {
+        if *limit == 0 {
+            continue;
+        }
+        claim(conn, owner, &batch.queue, kind, *limit, batch.now, &mut claimed)?;
+    }
+    Ok(claimed)
+}
+
+fn write_outcome(
+    conn: &Connection,
+    owner: &str,
+    retain_completed: bool,
+    now: i64,
+    finished: &Finished,
+) -> Result<()> {
+    let checkpoint = finished.checkpoint.as_deref();
+    match &finished.outcome {
+        Outcome::Completed if retain_completed => conn
+            .prepare_cached(
+                "UPDATE errands_jobs SET state = 'completed', owner = NULL, finished_at = ?3
+                 WHERE id = ?1 AND owner = ?2 AND state = 'running'",
+            )?
+            .execute(params![finished.id, owner, now])?,
+        Outcome::Completed => conn
+            .prepare_cached(
+                "DELETE FROM errands_jobs WHERE id = ?1 AND owner = ?2 AND state = 'running'",
+            )?
+            .execute(params![finished.id, owner])?,
+        Outcome::Retry { run_at, error } => conn
+            .prepare_cached(
+                "UPDATE errands_jobs SET state = 'available', owner = NULL, run_at = ?3,
+                    last_error = ?4, checkpoint = coalesce(?5, checkpoint)
+                 WHERE id = ?1 AND owner = ?2 AND state = 'running'",
+            )?
+            .execute(params![finished.id, owner, run_at, error, checkpoint])?,
+        Outcome::Dead { error } => conn
+            .prepare_cached(
+                "UPDATE errands_jobs SET state = 'dead', owner = NULL, finished_at = ?3,
+                    last_error = ?4, checkpoint = coalesce(?5, checkpoint)
+                 WHERE id = ?1 AND owner = ?2 AND state = 'running'",
+            )?
+            .execute(params![finished.id, owner, now, error, checkpoint])?,
+        Outcome::Released => conn
+            .prepare_cached(
+                "UPDATE errands_jobs SET state = 'available', owner = NULL,
+                    attempts = max(attempts - 1, 0), checkpoint = coalesce(?3, checkpoint)
+                 WHERE id = ?1 AND owner = ?2 AND state = 'running'",
+            )?
+            .execute(params![finished.id, owner, checkpoint])?,
+    };
+    Ok(())
+}
+
+fn claim(
+    conn: &Connection,
+    owner: &str,
+    queue: &str,
+    kind: &'static str,
+    limit: usize,
+    now: i64,
+    out: &mut Vec<ClaimedJob>,
+) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE errands_jobs
+            SET state = 'running', owner = ?1, attempts = attempts + 1, started_at = ?5
+          WHERE id IN (SELECT id FROM errands_jobs
+                        WHERE queue = ?2 AND kind = ?3 AND state = 'available' AND run_at <= ?5
+                        ORDER BY run_at, id LIMIT ?4)
+          RETURNING id, payload, attempts, max_attempts, checkpoint",
+    )?;
+    let rows = stmt.query_map(params![owner, queue, kind, limit as i64, now], |row| {
+        Ok(ClaimedJob {
+            id: row.get(0)?,
+            kind,
+            payload: row.get(1)?,
+            attempt: row.get(2)?,
+            max_attempts: row.get(3)?,
+            checkpoint: row.get(4)?,
+        })
+    })?;
+    for row in rows {
+        out.push(row?);
+    }
+    Ok(())
+}
+
+/// Puts back the running jobs of every owner that is no longer alive. A job
+/// that was on its last attempt goes dead instead of running once more.
+pub(super) fn recover_orphans(conn: &Connection, me: &str, lock_dir: &Path, now: i64) -> Result<usize> {
+    let owners: Vec<String> = conn
+        .prepare_cached(
+            "SELECT DISTINCT owner FROM errands_jobs WHERE state = 'running' AND owner IS NOT NULL",
+        )?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut moved = 0;
+    for owner in owners {
+        if owner == me || !owners::is_dead(lock_dir, &owner) {
+            continue;
+        }
+        let n = conn
+            .prepare_cached(
+                "UPDATE errands_jobs SET
+                    state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'available' END,
+                    finished_at = CASE WHEN attempts >= max_attempts THEN ?2 ELSE NULL END,
+                    last_error = CASE WHEN attempts >= max_attempts
+                        THEN 'the process running its last attempt died (owner ' || ?1 || ')'
+                        ELSE last_error END,
+                    run_at = ?2, owner = NULL
+                 WHERE state = 'running' AND owner = ?1",
+            )?
+            .execute(params![owner, now])?;
+        if n > 0 {
+            log::warn!("errands: recovered {n} jobs left running by dead owner {owner}");
+        }
+        moved += n;
+    }
+    Ok(moved)
+}
+
+pub(super) fn requeue(conn: &Connection, target: &DeadTarget, now: i64) -> Result<u64> {
+    let set = "UPDATE errands_jobs SET state = 'available', attempts = 0, run_at = ?1,
+                  finished_at = NULL, owner = NULL WHERE state = 'dead'";
+    let n = match target {
+        DeadTarget::One(id) => {
+            let n = conn
+                .prepare_cached(&format!("{set} AND id = ?2"))?
+                .execute(params![now, id])?;
+            if n == 0 {
+                return Err(not_dead(conn, *id, "requeue"));
+            }
+            n
+        }
+        DeadTarget::Queue(queue) => conn
+            .prepare_cached(&format!("{set} AND queue = ?2"))?
+            .execute(params![now, queue])?,
+        DeadTarget::All => conn.prepare_cached(set)?.execute(params![now])?,
+    };
+    Ok(n as u64)
+}
+
+pub(super) fn purge(conn: &Connection, target: &DeadTarget) -> Result<u64> {
+    let delete = "DELETE FROM errands_jobs WHERE state = 'dead'";
+    let n = match target {
+        DeadTarget::One(id) => {
+            let n = conn
+                .prepare_cached(&format!("{delete} AND id = ?1"))?
+                .execute(params![id])?;
+            if n == 0 {
+                return Err(not_dead(conn, *id, "purge"));
+            }
+            n
+        }
+        DeadTarget::Queue(queue) => conn
+            .prepare_cached(&format!("{delete} AND queue = ?1"))?
+            .execute(params![queue])?,
+        DeadTarget::All => conn.prepare_cached(delete)?.execute([])?,
+    };
+    Ok(n as u64)
+}
+
+pub(super) fn cancel(conn: &Connection, id: i64) -> Result<()> {
+    let n = conn
+        .prepare_cached("DELETE FROM errands_jobs WHERE id = ?1 AND state = 'available'")?
+        .execute(params![id])?;
+    if n == 0 {
+        return Err(match state_of(conn, id)? {
+            None => Error::NotFound(id),
+            Some(state) => Error::WrongState {
+                id,
+                state,
+                action: "cancel",
+            },
+        });
+    }
+    Ok(())
+}
+
+pub(super) fn prune_completed(conn: &Connection, before: i64) -> Result<u64> {
+    Ok(conn
+        .prepare_cached("DELETE FROM errands_jobs WHERE state = 'completed' AND finished_at < ?1")?
+        .execute(params![before])? as u64)
+}
+
+/// The error for a requeue or purge of a job that is not dead.
+fn not_dead(conn: &Connection, id: i64, action: &'static str) -> Error {
+    match state_of(conn, id) {
+        Ok(None) => Error::NotFound(id),
+        Ok(Some(state)) => Error::WrongState { id, state, action },
+        Err(e) => e,
+    }
+}
+
+fn state_of(conn: &Connection, id: i64) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT state FROM errands_jobs WHERE id = ?1")?
+        .query_row(params![id], |row| row.get(0))
+        .optional()?)
+}

@@ -1,0 +1,67 @@
+//! The rows and requests that cross the [`Store`](super::Store) boundary.
+
+
+
+/// A job about to be inserted.
+#[derive(Debug, Clone)]
+pub(crate) struct NewJob {
+    pub queue: &'static str,
+    pub kind: &'static str,
+    pub payload: Vec<u8>,
+    pub run_at: i64,
+    pub max_attempts: u32,
+    pub created_at: i64,
+}
+
+/// A job claimed by this process, handed to a worker.
+#[derive(Debug)]
+pub(crate) struct ClaimedJob {
+    pub id: i64,
+    pub kind: &'static str,
+    pub payload: Vec<u8>,
+    /// The number of this attempt (1 for the first).
+    pub attempt: u32,
+    pub max_attempts: u32,
+    /// Saved progress of a resumable job.
+    pub checkpoint: Option<Vec<u8>>,
+}
+
+/// How an attempt ended, as written back to the store.
+#[derive(Debug, Clone)]
+pub(crate) enum Outcome {
+    /// The handler returned `Ok`.
+    Completed,
+    /// Failed; run again at `run_at`.
+    Retry { run_at: i64, error: String },
+    /// Failed for good (attempts used up, permanent error, bad payload).
+    Dead { error: String },
+    /// Not finished at shutdown: back to the queue, this attempt not counted.
+    Released,
+}
+
+/// One finished attempt.
+#[derive(Debug, Clone)]
+pub(crate) struct Finished {
+    pub id: i64,
+    pub outcome: Outcome,
+    /// Progress to save with the outcome (resumable jobs), if any changed.
+    pub checkpoint: Option<Vec<u8>>,
+}
+
+/// The dispatcher's request: write these outcomes, then claim up to
+/// `limit` ready jobs of each kind.
+#[derive(Debug, Default)]
+pub(crate) struct FinishAndClaim {
+    pub finished: Vec<Finished>,
+    pub queue: &'static str,
+    pub claims: Vec<(&'static str, usize)>,
+    pub now: i64,
+}
+
+/// Which dead jobs a requeue or purge applies to.
+#[derive(Debug, Clone)]
+pub(crate) enum DeadTarget {
+    One(i64),
+    Queue(String),
+    All,
+}
