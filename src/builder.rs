@@ -136,10 +136,8 @@ impl Builder {
                 .push(format!("{} has an empty KIND", std::any::type_name::<J>()));
         }
         if J::QUEUE.is_empty() {
-            self.problems.push(format!(
-                "job kind `{}` has an empty QUEUE name",
-                J::KIND
-            ));
+            self.problems
+                .push(format!("job kind `{}` has an empty QUEUE name", J::KIND));
         }
         if config.concurrency == 0 {
             self.problems
@@ -263,6 +261,7 @@ impl Builder {
             clock: self.clock.clone(),
             data: Arc::new(std::mem::take(&mut self.data)),
             events,
+            closing: Default::default(),
         });
 
         let scheduler = actix::Supervisor::start({
@@ -332,6 +331,12 @@ impl Builder {
                 )
             })
             .collect();
-        Ok(Errands::new(shared, supervisor, scheduler, dispatchers, kinds))
+        Ok(Errands::new(
+            shared,
+            supervisor,
+            scheduler,
+            dispatchers,
+            kinds,
+        ))
     }
 }

@@ -6,7 +6,7 @@
 //! queue's dispatcher, so the job starts without waiting for a poll.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -84,7 +84,6 @@ struct Inner {
     scheduler: Addr<Scheduler>,
     dispatchers: HashMap<&'static str, Addr<Dispatcher>>,
     kinds: HashMap<&'static str, KindInfo>,
-    closed: AtomicBool,
 }
 
 impl Errands {
@@ -107,13 +106,12 @@ impl Errands {
                 scheduler,
                 dispatchers,
                 kinds,
-                closed: AtomicBool::new(false),
             }),
         }
     }
 
     fn check_open(&self) -> Result<()> {
-        if self.inner.closed.load(Ordering::Acquire) {
+        if self.inner.shared.is_closing() {
             Err(Error::Closed)
         } else {
             Ok(())
@@ -189,23 +187,30 @@ impl Errands {
 
     /// Enqueues `job` to run no earlier than `at`.
     pub async fn enqueue_at<J: Job>(&self, job: J, at: SystemTime) -> Result<i64> {
-        self.enqueue_with(job, EnqueueOptions::new().run_at(at)).await
+        self.enqueue_with(job, EnqueueOptions::new().run_at(at))
+            .await
     }
 
     /// Enqueues `job` to run no earlier than `delay` from now.
     pub async fn enqueue_in<J: Job>(&self, job: J, delay: Duration) -> Result<i64> {
-        self.enqueue_with(job, EnqueueOptions::new().delay(delay)).await
+        self.enqueue_with(job, EnqueueOptions::new().delay(delay))
+            .await
     }
 
     /// Enqueues `job` with these options.
     pub async fn enqueue_with<J: Job>(&self, job: J, options: EnqueueOptions) -> Result<i64> {
-        let ids = self.enqueue_many_with(std::iter::once(job), options).await?;
+        let ids = self
+            .enqueue_many_with(std::iter::once(job), options)
+            .await?;
         Ok(ids[0])
     }
 
     /// Enqueues many jobs in one transaction: all are committed or none.
     /// Returns their ids in order.
-    pub async fn enqueue_many<J: Job>(&self, jobs: impl IntoIterator<Item = J>) -> Result<Vec<i64>> {
+    pub async fn enqueue_many<J: Job>(
+        &self,
+        jobs: impl IntoIterator<Item = J>,
+    ) -> Result<Vec<i64>> {
         self.enqueue_many_with(jobs, EnqueueOptions::new()).await
     }
 
@@ -308,17 +313,22 @@ impl Errands {
 
     /// Graceful shutdown: stop claiming, wait up to `timeout` for running
     /// jobs, put unfinished ones back in the queue (their attempt is not
-    /// counted) and release the database. Returns
+    /// counted) and release the database. Resolves to
     /// [`Error::ShutdownTimeout`] if some jobs had to be put back.
-    /// Enqueueing after shutdown returns [`Error::Closed`].
-    pub async fn shutdown(&self, timeout: Duration) -> Result<()> {
-        if self.inner.closed.swap(true, Ordering::AcqRel) {
-            return Ok(());
+    ///
+    /// The handle closes as soon as this is called, before the returned
+    /// future is awaited: from then on `enqueue` returns [`Error::Closed`].
+    pub fn shutdown(
+        &self,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<()>> + 'static {
+        let first = !self.inner.shared.closing.swap(true, Ordering::AcqRel);
+        let request = first.then(|| self.inner.supervisor.send(Shutdown { timeout }));
+        async move {
+            match request {
+                None => Ok(()),
+                Some(request) => request.await.map_err(|_| Error::Closed)?,
+            }
         }
-        self.inner
-            .supervisor
-            .send(Shutdown { timeout })
-            .await
-            .map_err(|_| Error::Closed)?
     }
 }

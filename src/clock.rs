@@ -70,7 +70,11 @@ impl ManualClock {
         self.inner
             .now
             .fetch_add(by.as_millis() as i64, Ordering::SeqCst);
-        let listeners = self.inner.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        let listeners = self
+            .inner
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for listener in listeners.iter() {
             listener();
         }

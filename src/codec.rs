@@ -53,7 +53,9 @@ mod tests {
         let back: (String, u32) = decode(&bytes).unwrap();
         assert_eq!(back, ("hello".to_string(), 42));
         assert!(decode::<u32>(&[]).is_err());
-        assert!(decode::<u32>(&[9, 1]).unwrap_err().contains("format byte 9"));
+        assert!(decode::<u32>(&[9, 1])
+            .unwrap_err()
+            .contains("format byte 9"));
         assert!(decode::<(String, u32)>(&bytes[..3]).is_err());
     }
 }

@@ -125,7 +125,7 @@ impl Dispatcher {
         if self.writing {
             return;
         }
-        let claiming = self.draining.is_none();
+        let claiming = self.draining.is_none() && !self.shared.is_closing();
         let claims: Vec<(&'static str, usize)> = self
             .kinds
             .iter_mut()
@@ -179,9 +179,9 @@ impl Dispatcher {
             Err(e) => {
                 // Nothing was written: keep the outcomes (first, in order)
                 // and try again after a pause, longer each time.
-                let pause = self
-                    .write_backoff
-                    .map_or(Duration::from_millis(50), |d| (d * 2).min(Duration::from_secs(5)));
+                let pause = self.write_backoff.map_or(Duration::from_millis(50), |d| {
+                    (d * 2).min(Duration::from_secs(5))
+                });
                 log::error!(
                     "errands: queue `{}`: could not write outcomes or claim jobs ({e}); retrying in {pause:?}",
                     self.queue

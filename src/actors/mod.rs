@@ -17,6 +17,7 @@ pub(crate) mod supervisor;
 mod unwind;
 pub(crate) mod worker;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
@@ -32,11 +33,18 @@ pub(crate) struct Shared {
     pub clock: Arc<dyn Clock>,
     pub data: Arc<DataMap>,
     pub events: broadcast::Sender<Event>,
+    /// Set the moment shutdown is requested: from then on nothing is
+    /// claimed or enqueued.
+    pub closing: AtomicBool,
 }
 
 impl Shared {
     /// Sends an event if anyone listens (building events costs, so skip it
     /// when nobody does).
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
     pub(crate) fn wants_events(&self) -> bool {
         self.events.receiver_count() > 0
     }

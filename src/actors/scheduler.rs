@@ -92,11 +92,15 @@ impl Scheduler {
             return;
         }
         let request = self.shared.store.next_run_at(self.kinds.clone(), after);
-        ctx.spawn(request.into_actor(self).map(|result, act, ctx| match result {
-            Ok(Some(at)) if act.armed_at.is_none_or(|armed| at < armed) => act.arm(at, ctx),
-            Ok(_) => {}
-            Err(e) => log::warn!("errands: scheduler could not read the next run_at: {e}"),
-        }));
+        ctx.spawn(
+            request
+                .into_actor(self)
+                .map(|result, act, ctx| match result {
+                    Ok(Some(at)) if act.armed_at.is_none_or(|armed| at < armed) => act.arm(at, ctx),
+                    Ok(_) => {}
+                    Err(e) => log::warn!("errands: scheduler could not read the next run_at: {e}"),
+                }),
+        );
     }
 }
 

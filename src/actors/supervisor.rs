@@ -100,9 +100,11 @@ impl Handler<Shutdown> for Supervisor {
         let drains: Vec<_> = self
             .dispatchers
             .iter()
-            .map(|d| d.send(Drain {
-                deadline: msg.timeout,
-            }))
+            .map(|d| {
+                d.send(Drain {
+                    deadline: msg.timeout,
+                })
+            })
             .collect();
         let store = self.shared.store.clone();
         let timeout = msg.timeout;

@@ -1,7 +1,5 @@
 //! The rows and requests that cross the [`Store`](super::Store) boundary.
 
-
-
 /// A job about to be inserted.
 #[derive(Debug, Clone)]
 pub(crate) struct NewJob {
@@ -23,6 +21,7 @@ pub(crate) struct ClaimedJob {
     pub attempt: u32,
     pub max_attempts: u32,
     /// Saved progress of a resumable job.
+    #[allow(dead_code)] // read once resumable steps land
     pub checkpoint: Option<Vec<u8>>,
 }
 

@@ -129,7 +129,10 @@ fn configure_writer(conn: &Connection, options: &SqliteOptions) -> rusqlite::Res
 
 impl Store for SqliteStore {
     fn enqueue(&self, jobs: Vec<NewJob>) -> StoreFuture<Vec<i64>> {
-        Box::pin(self.writer.submit(move |conn| writes::insert_jobs(conn, &jobs)))
+        Box::pin(
+            self.writer
+                .submit(move |conn| writes::insert_jobs(conn, &jobs)),
+        )
     }
 
     fn finish_and_claim(&self, batch: FinishAndClaim) -> StoreFuture<Vec<ClaimedJob>> {
@@ -167,7 +170,10 @@ impl Store for SqliteStore {
     }
 
     fn requeue(&self, target: DeadTarget, now: i64) -> StoreFuture<u64> {
-        Box::pin(self.writer.submit(move |conn| writes::requeue(conn, &target, now)))
+        Box::pin(
+            self.writer
+                .submit(move |conn| writes::requeue(conn, &target, now)),
+        )
     }
 
     fn purge(&self, target: DeadTarget) -> StoreFuture<u64> {
@@ -179,7 +185,10 @@ impl Store for SqliteStore {
     }
 
     fn prune_completed(&self, before: i64) -> StoreFuture<u64> {
-        Box::pin(self.writer.submit(move |conn| writes::prune_completed(conn, before)))
+        Box::pin(
+            self.writer
+                .submit(move |conn| writes::prune_completed(conn, before)),
+        )
     }
 
     fn close(&self) -> StoreFuture<()> {

@@ -30,12 +30,18 @@ fn job_info(row: &Row<'_>, now: i64) -> rusqlite::Result<JobInfo> {
 
 pub(super) fn job(conn: &Connection, id: i64, now: i64) -> Result<Option<JobInfo>> {
     Ok(conn
-        .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM errands_jobs WHERE id = ?1"))?
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM errands_jobs WHERE id = ?1"
+        ))?
         .query_row(params![id], |row| job_info(row, now))
         .optional()?)
 }
 
-pub(super) fn dead_jobs(conn: &Connection, queue: Option<&str>, limit: usize) -> Result<Vec<JobInfo>> {
+pub(super) fn dead_jobs(
+    conn: &Connection,
+    queue: Option<&str>,
+    limit: usize,
+) -> Result<Vec<JobInfo>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {JOB_COLUMNS} FROM errands_jobs
           WHERE state = 'dead' AND (?1 IS NULL OR queue = ?1)
@@ -81,7 +87,11 @@ pub(super) fn counts(conn: &Connection, now: i64) -> Result<Vec<Counts>> {
     Ok(out)
 }
 
-pub(super) fn next_run_at(conn: &Connection, kinds: &[(String, String)], after: i64) -> Result<Option<i64>> {
+pub(super) fn next_run_at(
+    conn: &Connection,
+    kinds: &[(String, String)],
+    after: i64,
+) -> Result<Option<i64>> {
     let mut stmt = conn.prepare_cached(
         "SELECT min(run_at) FROM errands_jobs
           WHERE queue = ?1 AND kind = ?2 AND state = 'available' AND run_at > ?3",

@@ -23,8 +23,9 @@ use crate::error::{Error, Result};
 /// A unit of work for the writer: it runs inside the group transaction,
 /// then is told whether that transaction committed and answers its caller.
 trait Request: Send {
-    /// Runs the work; `true` when it succeeded and its changes should stay.
-    fn run(&mut self, conn: &Connection) -> bool;
+    /// Runs the work. `Ok` when it succeeded and its changes should stay;
+    /// otherwise the SQLite error behind the failure, if there was one.
+    fn run(&mut self, conn: &Connection) -> std::result::Result<(), Option<rusqlite::Error>>;
     /// Answers the caller once the transaction has ended.
     fn answer(self: Box<Self>, commit: std::result::Result<(), &rusqlite::Error>);
 }
@@ -40,12 +41,16 @@ where
     T: Send + 'static,
     F: FnOnce(&Connection) -> Result<T> + Send + 'static,
 {
-    fn run(&mut self, conn: &Connection) -> bool {
+    fn run(&mut self, conn: &Connection) -> std::result::Result<(), Option<rusqlite::Error>> {
         let work = self.work.take().expect("a request runs once");
         let result = work(conn);
-        let ok = result.is_ok();
+        let outcome = match &result {
+            Ok(_) => Ok(()),
+            Err(Error::Database(e)) => Err(Some(clone_sqlite_error(e))),
+            Err(_) => Err(None),
+        };
         self.result = Some(result);
-        ok
+        outcome
     }
 
     fn answer(self: Box<Self>, commit: std::result::Result<(), &rusqlite::Error>) {
@@ -81,7 +86,10 @@ impl Writer {
     /// that transaction has committed. If `work` fails, its changes are
     /// rolled back and its error returned; if the commit fails, every
     /// request in the group gets the commit's error.
-    pub(crate) fn submit<T, F>(&self, work: F) -> impl std::future::Future<Output = Result<T>> + Send + 'static
+    pub(crate) fn submit<T, F>(
+        &self,
+        work: F,
+    ) -> impl std::future::Future<Output = Result<T>> + Send + 'static
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -123,31 +131,43 @@ fn commit_group(conn: &Connection, group: &mut Vec<Box<dyn Request>>) {
         }
         return;
     }
-    let mut all_ok = true;
+    // SQLite may roll a whole transaction back by itself on some errors
+    // (a full disk, an I/O error); then every request in it is lost and
+    // all of them are answered with that error, none acknowledged.
+    let mut rolled_back: Option<rusqlite::Error> = None;
     if group.len() == 1 {
-        // Alone in the transaction: no savepoint needed, a failure rolls
-        // the whole transaction back below.
-        all_ok = group[0].run(conn);
+        // Alone in the transaction: no savepoint needed.
+        if let Err(e) = group[0].run(conn) {
+            rolled_back = Some(e.unwrap_or_else(|| other_error("request failed".into())));
+        }
     } else {
         for request in group.iter_mut() {
             if let Err(e) = exec(conn, "SAVEPOINT errands_op") {
-                log::error!("errands: savepoint failed: {e}");
-                all_ok = false;
+                rolled_back = Some(e);
                 break;
             }
-            if !request.run(conn) {
+            if let Err(e) = request.run(conn) {
+                if conn.is_autocommit() {
+                    rolled_back =
+                        Some(e.unwrap_or_else(|| other_error("transaction rolled back".into())));
+                    break;
+                }
                 let _ = exec(conn, "ROLLBACK TO errands_op");
             }
             let _ = exec(conn, "RELEASE errands_op");
         }
     }
-    let end = if all_ok {
-        exec(conn, "COMMIT")
-    } else if group.len() == 1 {
+    let end = match rolled_back {
+        None => exec(conn, "COMMIT"),
         // The lone request failed and answers its own error; undo it.
-        exec(conn, "ROLLBACK")
-    } else {
-        Err(other_error("a savepoint could not be opened".into()))
+        Some(_) if group.len() == 1 => {
+            if conn.is_autocommit() {
+                Ok(())
+            } else {
+                exec(conn, "ROLLBACK")
+            }
+        }
+        Some(e) => Err(e),
     };
     match end {
         Ok(()) => {

@@ -47,7 +47,15 @@ pub(super) fn finish_and_claim(
         if *limit == 0 {
             continue;
         }
-        claim(conn, owner, &batch.queue, kind, *limit, batch.now, &mut claimed)?;
+        claim(
+            conn,
+            owner,
+            batch.queue,
+            kind,
+            *limit,
+            batch.now,
+            &mut claimed,
+        )?;
     }
     Ok(claimed)
 }
@@ -132,7 +140,12 @@ fn claim(
 
 /// Puts back the running jobs of every owner that is no longer alive. A job
 /// that was on its last attempt goes dead instead of running once more.
-pub(super) fn recover_orphans(conn: &Connection, me: &str, lock_dir: &Path, now: i64) -> Result<usize> {
+pub(super) fn recover_orphans(
+    conn: &Connection,
+    me: &str,
+    lock_dir: &Path,
+    now: i64,
+) -> Result<usize> {
     let owners: Vec<String> = conn
         .prepare_cached(
             "SELECT DISTINCT owner FROM errands_jobs WHERE state = 'running' AND owner IS NOT NULL",

@@ -1,0 +1,140 @@
+//! An actix-web service that hands work to errands.
+//!
+//! ```text
+//! cargo run --example actix_web_app
+//! curl -X POST 'localhost:8080/thumbnails?count=100'
+//! curl -X POST 'localhost:8080/reminders?user=7&delay_secs=5'
+//! curl localhost:8080/jobs/counts
+//! curl localhost:8080/jobs/1
+//! ```
+//!
+//! Ctrl-C stops the HTTP server, then drains the queue: running jobs get up
+//! to 30 s to finish, and whatever is still running after that goes back to
+//! the queue for the next start.
+
+use std::time::Duration;
+
+use actix_web::{get, post, web, App, HttpResponse, HttpServer, Responder};
+use errands::{Errands, Job, JobConfig, JobContext, JobResult};
+use serde::{Deserialize, Serialize};
+
+/// Renders a thumbnail (pretend: 200 ms of work).
+#[derive(Serialize, Deserialize)]
+struct Thumbnail {
+    upload: u32,
+}
+
+impl Job for Thumbnail {
+    const KIND: &'static str = "thumbnail";
+    const QUEUE: &'static str = "media";
+
+    async fn run(self, ctx: JobContext) -> JobResult {
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+        log::info!("thumbnail for upload {} done (job {})", self.upload, ctx.id());
+        Ok(())
+    }
+}
+
+/// Reminds a user of something, later.
+#[derive(Serialize, Deserialize)]
+struct Reminder {
+    user: u64,
+}
+
+impl Job for Reminder {
+    const KIND: &'static str = "reminder";
+
+    async fn run(self, ctx: JobContext) -> JobResult {
+        log::info!("reminding user {} (job {})", self.user, ctx.id());
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct ThumbnailQuery {
+    count: u32,
+}
+
+#[post("/thumbnails")]
+async fn thumbnails(errands: web::Data<Errands>, q: web::Query<ThumbnailQuery>) -> impl Responder {
+    match errands.enqueue_many((0..q.count).map(|upload| Thumbnail { upload })).await {
+        Ok(ids) => HttpResponse::Accepted().json(ids),
+        Err(e) => HttpResponse::ServiceUnavailable().body(e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct ReminderQuery {
+    user: u64,
+    delay_secs: u64,
+}
+
+#[post("/reminders")]
+async fn reminders(errands: web::Data<Errands>, q: web::Query<ReminderQuery>) -> impl Responder {
+    let delay = Duration::from_secs(q.delay_secs);
+    match errands.enqueue_in(Reminder { user: q.user }, delay).await {
+        Ok(id) => HttpResponse::Accepted().json(id),
+        Err(e) => HttpResponse::ServiceUnavailable().body(e.to_string()),
+    }
+}
+
+#[get("/jobs/counts")]
+async fn counts(errands: web::Data<Errands>) -> impl Responder {
+    match errands.counts().await {
+        Ok(rows) => HttpResponse::Ok().json(
+            rows.iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "queue": c.queue, "kind": c.kind, "scheduled": c.scheduled,
+                        "available": c.available, "running": c.running, "dead": c.dead,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        ),
+        Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+    }
+}
+
+#[get("/jobs/{id}")]
+async fn job(errands: web::Data<Errands>, id: web::Path<i64>) -> impl Responder {
+    match errands.job(*id).await {
+        Ok(Some(info)) => HttpResponse::Ok().json(serde_json::json!({
+            "id": info.id, "kind": info.kind, "state": info.state.as_str(),
+            "attempts": info.attempts, "last_error": info.last_error,
+        })),
+        Ok(None) => HttpResponse::NotFound().body("no such job (finished jobs are deleted)"),
+        Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+    }
+}
+
+#[actix_web::main]
+async fn main() -> std::io::Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let errands = Errands::builder()
+        .sqlite("data/actix_web_app.db")
+        .register_with::<Thumbnail>(JobConfig::new().concurrency(4))
+        .register::<Reminder>()
+        .start()
+        .await
+        .map_err(std::io::Error::other)?;
+
+    let data = web::Data::new(errands.clone());
+    HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .service(thumbnails)
+            .service(reminders)
+            .service(counts)
+            .service(job)
+    })
+    .bind(("127.0.0.1", 8080))?
+    .run()
+    .await?;
+
+    log::info!("HTTP server stopped; draining jobs (up to 30 s)");
+    match errands.shutdown(Duration::from_secs(30)).await {
+        Ok(()) => log::info!("all running jobs finished"),
+        Err(e) => log::warn!("{e}; unfinished jobs will run after the next start"),
+    }
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! Per-kind concurrency limits are never exceeded, as measured by the
+//! handlers themselves, and are reached when there is enough work.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use errands::{Errands, Event, Job, JobConfig, JobContext, JobResult};
+use serde::{Deserialize, Serialize};
+
+/// Running and peak counts, one pair per kind.
+#[derive(Default)]
+struct Gauge {
+    running: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Gauge {
+    async fn hold(&self) {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        // Simulated work, long enough for the others to pile up.
+        actix_rt::time::sleep(Duration::from_millis(3)).await;
+        self.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+struct Gauges {
+    narrow: Gauge,
+    wide: Gauge,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Narrow;
+#[derive(Serialize, Deserialize)]
+struct Wide;
+
+impl Job for Narrow {
+    const KIND: &'static str = "narrow";
+    async fn run(self, ctx: JobContext) -> JobResult {
+        ctx.data::<Arc<Gauges>>()?.narrow.hold().await;
+        Ok(())
+    }
+}
+
+impl Job for Wide {
+    const KIND: &'static str = "wide";
+    async fn run(self, ctx: JobContext) -> JobResult {
+        ctx.data::<Arc<Gauges>>()?.wide.hold().await;
+        Ok(())
+    }
+}
+
+#[actix_rt::test]
+async fn limits_per_kind_are_never_exceeded_and_are_reached() {
+    let db = common::temp_db();
+    let gauges = Arc::new(Gauges {
+        narrow: Gauge::default(),
+        wide: Gauge::default(),
+    });
+    let errands = Errands::builder()
+        .sqlite(&db.path)
+        .register_with::<Narrow>(JobConfig::new().concurrency(3))
+        .register_with::<Wide>(JobConfig::new().concurrency(17))
+        .data(gauges.clone())
+        .start()
+        .await
+        .unwrap();
+    let mut events = errands.subscribe();
+    errands
+        .enqueue_many((0..120).map(|_| Narrow))
+        .await
+        .unwrap();
+    errands.enqueue_many((0..400).map(|_| Wide)).await.unwrap();
+    common::collect(&mut events, 520, |e| matches!(e, Event::Completed { .. })).await;
+
+    assert_eq!(gauges.narrow.peak.load(Ordering::SeqCst), 3);
+    assert_eq!(gauges.wide.peak.load(Ordering::SeqCst), 17);
+    assert_eq!(gauges.narrow.running.load(Ordering::SeqCst), 0);
+}

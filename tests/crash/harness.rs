@@ -1,0 +1,180 @@
+//! Starting the child, reading what it prints, killing it with SIGKILL, and
+//! reading its ledger back.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::Duration;
+
+use super::child::ROLE;
+
+/// How long to wait for a line from the child before failing.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+pub struct Running {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+/// Starts the test binary itself as a child application.
+pub fn spawn(db: &Path, ledger: &Path, env: &[(&str, String)]) -> Running {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .env(ROLE, "1")
+        .env("ERRANDS_DB", db)
+        .env("ERRANDS_LEDGER", ledger)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("spawn child");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Running { child, lines }
+}
+
+impl Running {
+    /// The next line the child prints; panics if it exits or stalls first.
+    pub fn next_line(&mut self) -> String {
+        self.lines
+            .recv_timeout(PATIENCE)
+            .unwrap_or_else(|e| panic!("child printed nothing more ({e})"))
+    }
+
+    /// Reads lines until one starts with `prefix`; returns the rest of it.
+    pub fn wait_for(&mut self, prefix: &str) -> String {
+        loop {
+            let line = self.next_line();
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.trim().to_string();
+            }
+        }
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    /// Waits for a clean exit.
+    pub fn finish(mut self) {
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "child failed: {status}");
+    }
+}
+
+/// One ledger line: a start or an end of an attempt.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub end: bool,
+    pub id: i64,
+    pub attempt: u32,
+    pub pid: u32,
+    pub nanos: u128,
+}
+
+pub fn read_ledger(path: &Path) -> Vec<Entry> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let f: Vec<&str> = line.split(' ').collect();
+            Entry {
+                end: f[0] == "end",
+                id: f[1].parse().unwrap(),
+                attempt: f[2].parse().unwrap(),
+                pid: f[3].parse().unwrap(),
+                nanos: f[4].parse().unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// How many times each job's handler ran to the end.
+pub fn completions(ledger: &[Entry]) -> HashMap<i64, usize> {
+    let mut done = HashMap::new();
+    for e in ledger.iter().filter(|e| e.end) {
+        *done.entry(e.id).or_insert(0) += 1;
+    }
+    done
+}
+
+pub fn parse_ids(list: &str) -> Vec<i64> {
+    list.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect()
+}
+
+/// Rows left in the jobs table.
+pub fn rows_left(db: &PathBuf) -> i64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("SELECT count(*) FROM errands_jobs", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Asserts that no job ever ran twice at the same time: for each job, each
+/// attempt starts after the previous one ended, or after the process running
+/// the previous one died (an attempt with no end line was killed). Attempt
+/// numbers only grow. Returns how many attempts were cut short by a kill.
+pub fn assert_no_overlap(ledger: &[Entry]) -> usize {
+    #[derive(Debug)]
+    struct Run {
+        attempt: u32,
+        pid: u32,
+        start: u128,
+        end: Option<u128>,
+    }
+    let mut runs: HashMap<i64, Vec<Run>> = HashMap::new();
+    for e in ledger {
+        let list = runs.entry(e.id).or_default();
+        if e.end {
+            let run = list
+                .iter_mut()
+                .find(|r| r.attempt == e.attempt && r.pid == e.pid && r.end.is_none())
+                .unwrap_or_else(|| panic!("end without start: {e:?}"));
+            run.end = Some(e.nanos);
+        } else {
+            list.push(Run {
+                attempt: e.attempt,
+                pid: e.pid,
+                start: e.nanos,
+                end: None,
+            });
+        }
+    }
+    let mut killed = 0;
+    for (id, mut list) in runs {
+        list.sort_by_key(|r| r.start);
+        for pair in list.windows(2) {
+            let (prev, next) = (&pair[0], &pair[1]);
+            assert!(
+                next.attempt > prev.attempt,
+                "job {id}: attempts out of order: {list:?}"
+            );
+            match prev.end {
+                Some(end) => assert!(next.start >= end, "job {id} ran twice at once: {list:?}"),
+                None => {
+                    assert_ne!(
+                        next.pid, prev.pid,
+                        "job {id} restarted while its attempt ran: {list:?}"
+                    );
+                    killed += 1;
+                }
+            }
+        }
+    }
+    killed
+}

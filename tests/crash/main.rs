@@ -1,0 +1,82 @@
+//! Crash tests: real child processes killed with SIGKILL mid-run.
+//!
+//! This binary is both the test runner and, when started with
+//! `ERRANDS_TEST_CHILD` set, the child application being killed.
+
+mod child;
+mod harness;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+
+fn main() {
+    if std::env::var_os(child::ROLE).is_some() {
+        child::run();
+        return;
+    }
+    let args = Arguments::from_args();
+    let trials = vec![Trial::test(
+        "sigkill_mid_run_loses_no_acknowledged_job",
+        sigkill_mid_run_loses_no_acknowledged_job,
+    )];
+    libtest_mimic::run(&args, trials).exit();
+}
+
+/// Kill the application while 8 jobs run; on restart every job that was
+/// running is put back at once and every acknowledged job completes.
+fn sigkill_mid_run_loses_no_acknowledged_job() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("jobs.db");
+    let ledger = dir.path().join("ledger");
+    let env = [
+        ("CONCURRENCY", "8".to_string()),
+        ("WORK_MS", "20".to_string()),
+    ];
+
+    let mut first_env = env.to_vec();
+    first_env.push(("ENQUEUE", "300".to_string()));
+    let mut first = harness::spawn(&db, &ledger, &first_env);
+    let acked = harness::parse_ids(&first.wait_for("acked "));
+    assert_eq!(acked.len(), 300);
+    for _ in 0..40 {
+        first.wait_for("started ");
+    }
+    first.kill();
+    let at_kill = harness::read_ledger(&ledger);
+    let done_before = harness::completions(&at_kill);
+    let started_before: std::collections::HashSet<i64> =
+        at_kill.iter().filter(|e| !e.end).map(|e| e.id).collect();
+    assert!(done_before.len() < 300, "the kill came mid-run");
+
+    let mut second = harness::spawn(&db, &ledger, &env);
+    second.wait_for("drained");
+    second.finish();
+
+    let ledger = harness::read_ledger(&ledger);
+    let done = harness::completions(&ledger);
+    for id in &acked {
+        assert!(
+            done.contains_key(id),
+            "acknowledged job {id} never completed"
+        );
+    }
+    assert_eq!(done.len(), 300, "only acknowledged jobs ran");
+    assert_eq!(harness::rows_left(&db), 0, "no job left behind");
+    let cut_short = harness::assert_no_overlap(&ledger);
+    // Re-runs happen only for jobs that had started but not finished when
+    // the process died (at most the concurrency limit).
+    let rerun: Vec<i64> = done
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| *id)
+        .collect();
+    let in_flight = started_before.len() - done_before.len();
+    assert!(in_flight <= 8, "{in_flight} in flight with a limit of 8");
+    assert_eq!(
+        cut_short, in_flight,
+        "every attempt cut short by the kill ran again"
+    );
+    for id in &rerun {
+        assert!(started_before.contains(id) && !done_before.contains_key(id));
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! A failing job is retried at now + backoff (by the injected clock) until
+//! its attempts are used up, then it is dead with its last error.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use errands::{
+    Backoff, Clock, Errands, Event, Job, JobConfig, JobContext, JobError, JobResult, JobState,
+    ManualClock,
+};
+use serde::{Deserialize, Serialize};
+
+/// Fails until attempt `succeed_on` (0 = always fails).
+#[derive(Serialize, Deserialize)]
+struct Flaky {
+    succeed_on: u32,
+}
+
+#[derive(Default)]
+struct Calls(AtomicU32);
+
+impl Job for Flaky {
+    const KIND: &'static str = "flaky";
+
+    async fn run(self, ctx: JobContext) -> JobResult {
+        ctx.data::<Arc<Calls>>()?.0.fetch_add(1, Ordering::SeqCst);
+        if ctx.attempt() == self.succeed_on {
+            Ok(())
+        } else {
+            Err(JobError::msg(format!(
+                "upstream said no on attempt {}",
+                ctx.attempt()
+            )))
+        }
+    }
+}
+
+async fn start(db: &common::TempDb, clock: &ManualClock, calls: &Arc<Calls>) -> Errands {
+    Errands::builder()
+        .sqlite(&db.path)
+        .register_with::<Flaky>(
+            JobConfig::new()
+                .max_attempts(4)
+                .backoff(Backoff::exponential(
+                    Duration::from_secs(10),
+                    Duration::from_secs(25),
+                )),
+        )
+        .clock(clock.clone())
+        .data(calls.clone())
+        .start()
+        .await
+        .unwrap()
+}
+
+fn ms(t: std::time::SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+#[actix_rt::test]
+async fn retries_with_exponential_backoff_then_dies_with_last_error() {
+    let db = common::temp_db();
+    let clock = ManualClock::new();
+    let calls = Arc::new(Calls::default());
+    let errands = start(&db, &clock, &calls).await;
+    let mut events = errands.subscribe();
+    let id = errands.enqueue(Flaky { succeed_on: 0 }).await.unwrap();
+
+    // Backoff 10 s, 20 s, then capped at 25 s.
+    for (attempt, backoff_s) in [(1u32, 10i64), (2, 20), (3, 25)] {
+        let event = common::wait_for(&mut events, |e| e.id() == id).await;
+        let Event::Retrying {
+            attempt: a,
+            run_at,
+            error,
+            ..
+        } = event
+        else {
+            panic!("expected a retry, got {event:?}");
+        };
+        assert_eq!(a, attempt);
+        assert_eq!(error, format!("upstream said no on attempt {attempt}"));
+        assert_eq!(ms(run_at) - clock.now_ms(), backoff_s * 1000);
+        let info = errands.job(id).await.unwrap().unwrap();
+        assert_eq!(info.state, JobState::Scheduled);
+        assert_eq!(info.attempts, attempt);
+        // A second short of the backoff nothing runs; the full backoff does.
+        clock.advance(Duration::from_secs(backoff_s as u64 - 1));
+        assert_eq!(errands.job(id).await.unwrap().unwrap().attempts, attempt);
+        clock.advance(Duration::from_secs(1));
+    }
+    let event = common::wait_for(&mut events, |e| e.id() == id).await;
+    assert_eq!(
+        event,
+        Event::Dead {
+            id,
+            kind: "flaky",
+            attempt: 4,
+            error: "upstream said no on attempt 4".into()
+        }
+    );
+    let info = errands.job(id).await.unwrap().unwrap();
+    assert_eq!(info.state, JobState::Dead);
+    assert_eq!(info.attempts, 4);
+    assert_eq!(
+        info.last_error.as_deref(),
+        Some("upstream said no on attempt 4")
+    );
+    assert_eq!(
+        calls.0.load(Ordering::SeqCst),
+        4,
+        "never more than max_attempts"
+    );
+}
+
+#[actix_rt::test]
+async fn a_job_that_succeeds_on_a_retry_completes() {
+    let db = common::temp_db();
+    let clock = ManualClock::new();
+    let calls = Arc::new(Calls::default());
+    let errands = start(&db, &clock, &calls).await;
+    let mut events = errands.subscribe();
+    let id = errands.enqueue(Flaky { succeed_on: 2 }).await.unwrap();
+    common::wait_for(&mut events, |e| matches!(e, Event::Retrying { .. })).await;
+    clock.advance(Duration::from_secs(10));
+    let done = common::wait_for(&mut events, |e| e.id() == id).await;
+    assert_eq!(
+        done,
+        Event::Completed {
+            id,
+            kind: "flaky",
+            attempt: 2
+        }
+    );
+    assert_eq!(errands.job(id).await.unwrap(), None);
+}
+
+#[actix_rt::test]
+async fn a_permanent_error_skips_the_remaining_attempts() {
+    #[derive(Serialize, Deserialize)]
+    struct Invalid;
+    impl Job for Invalid {
+        const KIND: &'static str = "invalid";
+        async fn run(self, _: JobContext) -> JobResult {
+            Err(JobError::permanent("address does not exist"))
+        }
+    }
+    let db = common::temp_db();
+    let errands = Errands::builder()
+        .sqlite(&db.path)
+        .register::<Invalid>()
+        .start()
+        .await
+        .unwrap();
+    let mut events = errands.subscribe();
+    let id = errands.enqueue(Invalid).await.unwrap();
+    let event = common::wait_for(&mut events, |e| e.id() == id).await;
+    assert_eq!(
+        event,
+        Event::Dead {
+            id,
+            kind: "invalid",
+            attempt: 1,
+            error: "address does not exist".into()
+        }
+    );
+}
