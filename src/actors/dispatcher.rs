@@ -361,8 +361,12 @@ impl Handler<AttemptDone> for Dispatcher {
     type Result = ();
 
     fn handle(&mut self, msg: AttemptDone, ctx: &mut Context<Self>) {
+        // A retry due already (no backoff) is claimable at once.
+        let due_now = matches!(msg.finished.outcome,
+            Outcome::Retry { run_at, .. } if run_at <= self.shared.clock.now_ms());
         if let Some(slots) = self.slots(msg.kind) {
             slots.running = slots.running.saturating_sub(1);
+            slots.maybe_ready |= due_now;
         }
         self.pending.push(PendingOutcome {
             kind: msg.kind,

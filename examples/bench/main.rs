@@ -1,0 +1,267 @@
+//! errands benchmarks, each beside a raw-SQLite baseline measured in the
+//! same run.
+//!
+//! ```text
+//! cargo run --release --example bench            # full set, < 10 min on 2 cores
+//! cargo run --release --example bench -- --quick # small smoke run (asserts nothing about speed)
+//! ```
+//!
+//! Prints a table (scenario, errands, baseline, ratio) and, last, one JSON
+//! line with the headline figures.
+
+mod baseline;
+mod scenarios;
+
+use std::time::Instant;
+
+use clap::Parser;
+use errands::Synchronous;
+
+/// Command-line settings.
+#[derive(Parser, Debug, Clone)]
+#[command(about = "errands benchmarks beside a raw-SQLite baseline")]
+pub struct Args {
+    /// A small, fast run for CI: checks the scenarios work, proves no speed.
+    #[arg(long)]
+    quick: bool,
+    /// Jobs in the drain and batch scenarios (default 1,000,000; quick 20,000).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Concurrency of the drain scenario.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// `normal` or `full`: the synchronous mode of the headline run.
+    #[arg(long, default_value = "normal")]
+    synchronous: String,
+    /// Skip the second pass with synchronous=FULL.
+    #[arg(long)]
+    no_full: bool,
+}
+
+/// What every scenario needs to know.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub synchronous: Synchronous,
+}
+
+impl Settings {
+    pub fn synchronous_pragma(&self) -> &'static str {
+        match self.synchronous {
+            Synchronous::Full => "FULL",
+            _ => "NORMAL",
+        }
+    }
+}
+
+struct Sizes {
+    drain: usize,
+    scale_small: usize,
+    enqueue: usize,
+    baseline_enqueue: usize,
+    batch: usize,
+    latency: usize,
+    delayed: usize,
+    mixed: usize,
+    full: usize,
+}
+
+fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[index]
+}
+
+/// Peak resident memory of this process so far, in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+struct Table(Vec<[String; 4]>);
+
+impl Table {
+    fn row(&mut self, scenario: &str, errands: String, baseline: String, ratio: String) {
+        println!("  {scenario:<44} {errands:>16} {baseline:>16} {ratio:>7}");
+        self.0.push([scenario.into(), errands, baseline, ratio]);
+    }
+}
+
+fn rate(x: f64) -> String {
+    format!("{:.0}/s", x)
+}
+
+fn main() {
+    main_entry();
+}
+
+/// Parses the command line and runs every scenario.
+pub fn main_entry() {
+    let args = Args::parse_from(std::env::args().filter(|a| a != "--bench"));
+    let synchronous = match args.synchronous.as_str() {
+        "full" => Synchronous::Full,
+        "normal" => Synchronous::Normal,
+        other => {
+            eprintln!("--synchronous must be normal or full, not {other}");
+            std::process::exit(2);
+        }
+    };
+    let sizes = if args.quick {
+        Sizes {
+            drain: args.jobs.unwrap_or(20_000),
+            scale_small: 2_000,
+            enqueue: 4_000,
+            baseline_enqueue: 1_000,
+            batch: args.jobs.unwrap_or(20_000),
+            latency: 500,
+            delayed: 300,
+            mixed: 5_000,
+            full: 4_000,
+        }
+    } else {
+        Sizes {
+            drain: args.jobs.unwrap_or(1_000_000),
+            scale_small: 10_000,
+            enqueue: 200_000,
+            baseline_enqueue: 20_000,
+            batch: args.jobs.unwrap_or(1_000_000),
+            latency: 10_000,
+            delayed: 10_000,
+            mixed: 200_000,
+            full: 100_000,
+        }
+    };
+    let settings = Settings { synchronous };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let began = Instant::now();
+    println!(
+        "errands bench: {} cores, synchronous={}, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        settings.synchronous_pragma(),
+        if args.quick { "quick" } else { "full" }
+    );
+    println!("  {:<44} {:>16} {:>16} {:>7}", "scenario", "errands", "raw SQLite", "ratio");
+    let mut table = Table(Vec::new());
+    let system = actix_rt::System::new();
+
+    // Drain first, so that peak RSS is the drain's with a million pending.
+    let drain = system.block_on(scenarios::drain(dir.path(), &settings, sizes.drain, args.concurrency));
+    let rss = peak_rss_mib();
+    let (conn, _) = baseline::enqueue_batched(dir.path(), &settings, sizes.drain, 10_000);
+    let drain_base = baseline::drain(&conn, args.concurrency);
+    drop(conn);
+    table.row(
+        &format!("drain {} jobs, concurrency {}", sizes.drain, args.concurrency),
+        rate(drain),
+        rate(drain_base),
+        format!("{:.2}x", drain / drain_base),
+    );
+    table.row(&format!("peak RSS with {} pending", sizes.drain), format!("{rss:.1} MiB"), "-".into(), "-".into());
+
+    let small = system.block_on(scenarios::drain(dir.path(), &settings, sizes.scale_small, args.concurrency));
+    table.row(
+        &format!("scale: drain {} vs {} pending", sizes.drain, sizes.scale_small),
+        rate(drain),
+        format!("{} (errands)", rate(small)),
+        format!("{:.2}x", drain / small),
+    );
+
+    let enqueue = system.block_on(scenarios::enqueue_single(dir.path(), &settings, sizes.enqueue, 16));
+    let enqueue_base = baseline::enqueue_one_per_commit(dir.path(), &settings, sizes.baseline_enqueue);
+    table.row(
+        "enqueue 1 job/call, 16 producers",
+        rate(enqueue),
+        rate(enqueue_base),
+        format!("{:.2}x", enqueue / enqueue_base),
+    );
+
+    let batch = system.block_on(scenarios::batch_enqueue(dir.path(), &settings, sizes.batch, 1000));
+    let (conn, batch_base) = baseline::enqueue_batched(dir.path(), &settings, sizes.batch, 1000);
+    drop(conn);
+    table.row(
+        &format!("batch enqueue {} in 1000s", sizes.batch),
+        rate(batch),
+        rate(batch_base),
+        format!("{:.2}x", batch / batch_base),
+    );
+
+    let mut latency = system.block_on(scenarios::latency(dir.path(), &settings, sizes.latency));
+    let p50 = percentile(&mut latency, 0.50);
+    let p99 = percentile(&mut latency, 0.99);
+    table.row("latency enqueue → start p50", format!("{p50:.0} µs"), "-".into(), "-".into());
+    table.row("latency enqueue → start p99", format!("{p99:.0} µs"), "-".into(), "-".into());
+
+    let mut late = system.block_on(scenarios::delayed(dir.path(), &settings, sizes.delayed));
+    let late_p99 = percentile(&mut late, 0.99);
+    let late_p50 = percentile(&mut late, 0.50);
+    table.row(
+        &format!("delayed 10–1000 ms ({}): lateness p50/p99", sizes.delayed),
+        format!("{late_p50:.2}/{late_p99:.2} ms"),
+        "-".into(),
+        "-".into(),
+    );
+
+    let (mixed, peaks) = system.block_on(scenarios::mixed(dir.path(), &settings, sizes.mixed));
+    let limits_held = peaks.iter().zip(scenarios::MIXED_LIMITS).all(|(p, l)| *p <= l);
+    table.row(
+        &format!("mixed limits 1/4/16/64, 10% retry ({})", sizes.mixed),
+        rate(mixed),
+        format!("peaks {peaks:?}"),
+        if limits_held { "held".into() } else { "BROKEN".into() },
+    );
+
+    let mut full = serde_json::Map::new();
+    if !args.no_full && synchronous != Synchronous::Full {
+        let fs = Settings { synchronous: Synchronous::Full };
+        let drain_full = system.block_on(scenarios::drain(dir.path(), &fs, sizes.full, args.concurrency));
+        let (conn, _) = baseline::enqueue_batched(dir.path(), &fs, sizes.full, 10_000);
+        let drain_full_base = baseline::drain(&conn, args.concurrency);
+        drop(conn);
+        table.row(
+            &format!("FULL: drain {} jobs", sizes.full),
+            rate(drain_full),
+            rate(drain_full_base),
+            format!("{:.2}x", drain_full / drain_full_base),
+        );
+        let enqueue_full = system.block_on(scenarios::enqueue_single(dir.path(), &fs, sizes.full / 4, 16));
+        let enqueue_full_base = baseline::enqueue_one_per_commit(dir.path(), &fs, sizes.baseline_enqueue / 10);
+        table.row(
+            "FULL: enqueue 1 job/call, 16 producers",
+            rate(enqueue_full),
+            rate(enqueue_full_base),
+            format!("{:.2}x", enqueue_full / enqueue_full_base),
+        );
+        full.insert("full_drain_jobs_s".into(), (drain_full.round()).into());
+        full.insert("full_drain_ratio".into(), round2(drain_full / drain_full_base).into());
+        full.insert("full_enqueue_jobs_s".into(), (enqueue_full.round()).into());
+        full.insert("full_enqueue_ratio".into(), round2(enqueue_full / enqueue_full_base).into());
+    }
+    println!("  (total {:.0} s)", began.elapsed().as_secs_f64());
+
+    let mut json = serde_json::json!({
+        "drain_jobs_s": drain.round(),
+        "drain_ratio": round2(drain / drain_base),
+        "enqueue_jobs_s": enqueue.round(),
+        "enqueue_ratio": round2(enqueue / enqueue_base),
+        "batch_jobs_s": batch.round(),
+        "latency_p50_us": p50.round(),
+        "latency_p99_us": p99.round(),
+        "delay_p99_late_ms": round2(late_p99),
+        "scale_ratio": round2(drain / small),
+        "rss_mib_1m": round2(rss),
+        "mixed_jobs_s": mixed.round(),
+        "mixed_limits_held": limits_held,
+    });
+    json.as_object_mut().unwrap().extend(full);
+    println!("{json}");
+    if !limits_held {
+        std::process::exit(1);
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
