@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use rusqlite::{params, Connection};
 
-use crate::Settings;
+use super::Settings;
 
 const SCHEMA: &str = "
     CREATE TABLE jobs (

@@ -9,7 +9,7 @@ use errands::{Backoff, Errands, Job, JobConfig, JobContext, JobError, JobResult,
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 
-use crate::Settings;
+use super::Settings;
 
 /// Counts finished handlers and signals when the target is reached.
 #[derive(Default)]
