@@ -30,7 +30,11 @@ impl Job for Thumbnail {
 
     async fn run(self, ctx: JobContext) -> JobResult {
         actix_rt::time::sleep(Duration::from_millis(200)).await;
-        log::info!("thumbnail for upload {} done (job {})", self.upload, ctx.id());
+        log::info!(
+            "thumbnail for upload {} done (job {})",
+            self.upload,
+            ctx.id()
+        );
         Ok(())
     }
 }
@@ -57,7 +61,10 @@ struct ThumbnailQuery {
 
 #[post("/thumbnails")]
 async fn thumbnails(errands: web::Data<Errands>, q: web::Query<ThumbnailQuery>) -> impl Responder {
-    match errands.enqueue_many((0..q.count).map(|upload| Thumbnail { upload })).await {
+    match errands
+        .enqueue_many((0..q.count).map(|upload| Thumbnail { upload }))
+        .await
+    {
         Ok(ids) => HttpResponse::Accepted().json(ids),
         Err(e) => HttpResponse::ServiceUnavailable().body(e.to_string()),
     }

@@ -84,21 +84,36 @@ async fn main() -> errands::Result<()> {
     let t = || format!("{:>7.3}s", start.elapsed().as_secs_f64());
 
     let now = errands
-        .enqueue(SendEmail { to: "ada@example.com".into(), subject: "Welcome".into() })
+        .enqueue(SendEmail {
+            to: "ada@example.com".into(),
+            subject: "Welcome".into(),
+        })
         .await?;
     let later = errands
         .enqueue_in(
-            SendEmail { to: "ada@example.com".into(), subject: "How is it going?".into() },
+            SendEmail {
+                to: "ada@example.com".into(),
+                subject: "How is it going?".into(),
+            },
             Duration::from_secs(2),
         )
         .await?;
     let flaky = errands
-        .enqueue(CallApi { endpoint: "https://api.example.com/sync".into(), fail_times: 1 })
+        .enqueue(CallApi {
+            endpoint: "https://api.example.com/sync".into(),
+            fail_times: 1,
+        })
         .await?;
     let broken = errands
-        .enqueue(CallApi { endpoint: "https://down.example.com".into(), fail_times: 99 })
+        .enqueue(CallApi {
+            endpoint: "https://down.example.com".into(),
+            fail_times: 99,
+        })
         .await?;
-    println!("{}  enqueued: now={now} delayed={later} flaky={flaky} broken={broken}", t());
+    println!(
+        "{}  enqueued: now={now} delayed={later} flaky={flaky} broken={broken}",
+        t()
+    );
 
     let mut finished = 0;
     while finished < 4 {
@@ -108,11 +123,21 @@ async fn main() -> errands::Result<()> {
                 println!("{}  job {id} ({kind}) completed on attempt {attempt}", t());
                 finished += 1;
             }
-            Event::Retrying { id, attempt, error, .. } => {
-                println!("{}  job {id} failed attempt {attempt}: {error}; will retry", t());
+            Event::Retrying {
+                id, attempt, error, ..
+            } => {
+                println!(
+                    "{}  job {id} failed attempt {attempt}: {error}; will retry",
+                    t()
+                );
             }
-            Event::Dead { id, attempt, error, .. } => {
-                println!("{}  job {id} is dead after {attempt} attempts: {error}", t());
+            Event::Dead {
+                id, attempt, error, ..
+            } => {
+                println!(
+                    "{}  job {id} is dead after {attempt} attempts: {error}",
+                    t()
+                );
                 finished += 1;
             }
             Event::Released { .. } => {}
@@ -120,7 +145,11 @@ async fn main() -> errands::Result<()> {
     }
 
     let dead = errands.dead_jobs(None, 10).await?;
-    println!("{}  dead jobs: {:?}", t(), dead.iter().map(|j| j.id).collect::<Vec<_>>());
+    println!(
+        "{}  dead jobs: {:?}",
+        t(),
+        dead.iter().map(|j| j.id).collect::<Vec<_>>()
+    );
     for row in errands.counts().await? {
         println!(
             "{}  queue {:<13} kind {:<11} pending {} dead {}",
@@ -131,7 +160,11 @@ async fn main() -> errands::Result<()> {
             row.dead
         );
     }
-    println!("{}  API called {} times", t(), API_CALLS.load(Ordering::Relaxed));
+    println!(
+        "{}  API called {} times",
+        t(),
+        API_CALLS.load(Ordering::Relaxed)
+    );
     errands.shutdown(Duration::from_secs(5)).await?;
     println!("{}  shut down cleanly", t());
     Ok(())

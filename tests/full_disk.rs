@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use errands::{Error, Errands, Job, JobContext, JobResult, JobState, SqliteOptions};
+use errands::{Errands, Error, Job, JobContext, JobResult, JobState, SqliteOptions};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
@@ -33,7 +33,15 @@ async fn a_full_database_fails_enqueue_clearly_and_keeps_acknowledged_jobs() {
     let later = Duration::from_secs(3600);
     let mut acked = Vec::new();
     let error = loop {
-        match errands.enqueue_in(Upload { bytes: vec![7; 4000] }, later).await {
+        match errands
+            .enqueue_in(
+                Upload {
+                    bytes: vec![7; 4000],
+                },
+                later,
+            )
+            .await
+        {
             Ok(id) => acked.push(id),
             Err(e) => break e,
         }
@@ -44,7 +52,11 @@ async fn a_full_database_fails_enqueue_clearly_and_keeps_acknowledged_jobs() {
     assert!(acked.len() > 10);
 
     for id in &acked {
-        let info = errands.job(*id).await.unwrap().expect("acknowledged job kept");
+        let info = errands
+            .job(*id)
+            .await
+            .unwrap()
+            .expect("acknowledged job kept");
         assert_eq!(info.state, JobState::Scheduled);
     }
     // The failed enqueue left nothing behind.
@@ -56,7 +68,12 @@ async fn a_full_database_fails_enqueue_clearly_and_keeps_acknowledged_jobs() {
         errands.cancel(*id).await.unwrap();
     }
     errands
-        .enqueue_in(Upload { bytes: vec![7; 4000] }, later)
+        .enqueue_in(
+            Upload {
+                bytes: vec![7; 4000],
+            },
+            later,
+        )
         .await
         .expect("enqueue works again once space is freed");
 }

@@ -1,6 +1,6 @@
 //! The raw-SQLite baseline: the same durable work errands does (insert;
 //! claim with `UPDATE … RETURNING`; delete), written directly with rusqlite
-//! on the same pragmas and the same table and index shape, with none of the
+//! on the same pragmas, the same table and indexes and the same statements, with none of the
 //! engine around it. Every errands figure is reported as a ratio to this,
 //! measured in the same run, because the machines are noisy.
 
@@ -18,14 +18,20 @@ const SCHEMA: &str = "
         run_at INTEGER NOT NULL, created_at INTEGER NOT NULL, started_at INTEGER,
         finished_at INTEGER, owner TEXT, last_error TEXT, checkpoint BLOB);
     CREATE INDEX jobs_ready ON jobs (queue, kind, run_at) WHERE state = 'available';
-    CREATE INDEX jobs_running ON jobs (owner) WHERE state = 'running';";
+    CREATE INDEX jobs_running ON jobs (owner) WHERE state = 'running';
+    CREATE INDEX jobs_dead ON jobs (queue, finished_at) WHERE state = 'dead';
+    CREATE INDEX jobs_completed ON jobs (finished_at) WHERE state = 'completed';";
 
 fn open(path: &Path, settings: &Settings) -> Connection {
     let _ = std::fs::remove_file(path);
     let conn = Connection::open(path).unwrap();
-    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())).unwrap();
-    conn.execute_batch(&format!("PRAGMA synchronous = {};", settings.synchronous_pragma()))
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
         .unwrap();
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {};",
+        settings.synchronous_pragma()
+    ))
+    .unwrap();
     conn.execute_batch(SCHEMA).unwrap();
     conn
 }
@@ -55,7 +61,12 @@ pub fn enqueue_one_per_commit(dir: &Path, settings: &Settings, n: usize) -> f64 
 }
 
 /// Inserts `n` rows in transactions of `batch`. Returns rows per second.
-pub fn enqueue_batched(dir: &Path, settings: &Settings, n: usize, batch: usize) -> (Connection, f64) {
+pub fn enqueue_batched(
+    dir: &Path,
+    settings: &Settings,
+    n: usize,
+    batch: usize,
+) -> (Connection, f64) {
     let conn = open(&dir.join("baseline-drain.db"), settings);
     let payload = [1u8, 0];
     let start = Instant::now();
@@ -81,20 +92,24 @@ pub fn drain(conn: &Connection, batch: usize) -> f64 {
     loop {
         conn.execute_batch("BEGIN IMMEDIATE").unwrap();
         {
-            let mut delete = conn.prepare_cached("DELETE FROM jobs WHERE id = ?1 AND owner = 'me'").unwrap();
+            let mut delete = conn
+                .prepare_cached(
+                    "DELETE FROM jobs WHERE id = ?1 AND owner = ?2 AND state = 'running'",
+                )
+                .unwrap();
             for id in claimed.drain(..) {
-                delete.execute(params![id]).unwrap();
+                delete.execute(params![id, "me"]).unwrap();
             }
             let mut claim = conn
                 .prepare_cached(
-                    "UPDATE jobs SET state = 'running', owner = 'me', attempts = attempts + 1, started_at = ?2
-                      WHERE id IN (SELECT id FROM jobs WHERE queue = 'default' AND kind = 'noop'
+                    "UPDATE jobs SET state = 'running', owner = ?3, attempts = attempts + 1, started_at = ?2
+                      WHERE id IN (SELECT id FROM jobs WHERE queue = ?4 AND kind = ?5
                                      AND state = 'available' AND run_at <= ?2 ORDER BY run_at, id LIMIT ?1)
-                      RETURNING id, payload",
+                      RETURNING id, payload, attempts, max_attempts, checkpoint",
                 )
                 .unwrap();
             let rows = claim
-                .query_map(params![batch as i64, 1i64], |r| {
+                .query_map(params![batch as i64, 1i64, "me", "default", "noop"], |r| {
                     let _payload: Vec<u8> = r.get(1)?;
                     r.get::<_, i64>(0)
                 })

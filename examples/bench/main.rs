@@ -94,6 +94,8 @@ fn rate(x: f64) -> String {
     format!("{:.0}/s", x)
 }
 
+// The example's entry; `benches/throughput.rs` calls `main_entry` instead.
+#[allow(dead_code)]
 fn main() {
     main_entry();
 }
@@ -143,34 +145,64 @@ pub fn main_entry() {
         settings.synchronous_pragma(),
         if args.quick { "quick" } else { "full" }
     );
-    println!("  {:<44} {:>16} {:>16} {:>7}", "scenario", "errands", "raw SQLite", "ratio");
+    println!(
+        "  {:<44} {:>16} {:>16} {:>7}",
+        "scenario", "errands", "raw SQLite", "ratio"
+    );
     let mut table = Table(Vec::new());
     let system = actix_rt::System::new();
 
     // Drain first, so that peak RSS is the drain's with a million pending.
-    let drain = system.block_on(scenarios::drain(dir.path(), &settings, sizes.drain, args.concurrency));
+    let drain = system.block_on(scenarios::drain(
+        dir.path(),
+        &settings,
+        sizes.drain,
+        args.concurrency,
+    ));
     let rss = peak_rss_mib();
     let (conn, _) = baseline::enqueue_batched(dir.path(), &settings, sizes.drain, 10_000);
     let drain_base = baseline::drain(&conn, args.concurrency);
     drop(conn);
     table.row(
-        &format!("drain {} jobs, concurrency {}", sizes.drain, args.concurrency),
+        &format!(
+            "drain {} jobs, concurrency {}",
+            sizes.drain, args.concurrency
+        ),
         rate(drain),
         rate(drain_base),
         format!("{:.2}x", drain / drain_base),
     );
-    table.row(&format!("peak RSS with {} pending", sizes.drain), format!("{rss:.1} MiB"), "-".into(), "-".into());
-
-    let small = system.block_on(scenarios::drain(dir.path(), &settings, sizes.scale_small, args.concurrency));
     table.row(
-        &format!("scale: drain {} vs {} pending", sizes.drain, sizes.scale_small),
+        &format!("peak RSS with {} pending", sizes.drain),
+        format!("{rss:.1} MiB"),
+        "-".into(),
+        "-".into(),
+    );
+
+    let small = system.block_on(scenarios::drain(
+        dir.path(),
+        &settings,
+        sizes.scale_small,
+        args.concurrency,
+    ));
+    table.row(
+        &format!(
+            "scale: drain {} vs {} pending",
+            sizes.drain, sizes.scale_small
+        ),
         rate(drain),
         format!("{} (errands)", rate(small)),
         format!("{:.2}x", drain / small),
     );
 
-    let enqueue = system.block_on(scenarios::enqueue_single(dir.path(), &settings, sizes.enqueue, 16));
-    let enqueue_base = baseline::enqueue_one_per_commit(dir.path(), &settings, sizes.baseline_enqueue);
+    let enqueue = system.block_on(scenarios::enqueue_single(
+        dir.path(),
+        &settings,
+        sizes.enqueue,
+        16,
+    ));
+    let enqueue_base =
+        baseline::enqueue_one_per_commit(dir.path(), &settings, sizes.baseline_enqueue);
     table.row(
         "enqueue 1 job/call, 16 producers",
         rate(enqueue),
@@ -178,7 +210,12 @@ pub fn main_entry() {
         format!("{:.2}x", enqueue / enqueue_base),
     );
 
-    let batch = system.block_on(scenarios::batch_enqueue(dir.path(), &settings, sizes.batch, 1000));
+    let batch = system.block_on(scenarios::batch_enqueue(
+        dir.path(),
+        &settings,
+        sizes.batch,
+        1000,
+    ));
     let (conn, batch_base) = baseline::enqueue_batched(dir.path(), &settings, sizes.batch, 1000);
     drop(conn);
     table.row(
@@ -191,8 +228,18 @@ pub fn main_entry() {
     let mut latency = system.block_on(scenarios::latency(dir.path(), &settings, sizes.latency));
     let p50 = percentile(&mut latency, 0.50);
     let p99 = percentile(&mut latency, 0.99);
-    table.row("latency enqueue → start p50", format!("{p50:.0} µs"), "-".into(), "-".into());
-    table.row("latency enqueue → start p99", format!("{p99:.0} µs"), "-".into(), "-".into());
+    table.row(
+        "latency enqueue → start p50",
+        format!("{p50:.0} µs"),
+        "-".into(),
+        "-".into(),
+    );
+    table.row(
+        "latency enqueue → start p99",
+        format!("{p99:.0} µs"),
+        "-".into(),
+        "-".into(),
+    );
 
     let mut late = system.block_on(scenarios::delayed(dir.path(), &settings, sizes.delayed));
     let late_p99 = percentile(&mut late, 0.99);
@@ -205,18 +252,32 @@ pub fn main_entry() {
     );
 
     let (mixed, peaks) = system.block_on(scenarios::mixed(dir.path(), &settings, sizes.mixed));
-    let limits_held = peaks.iter().zip(scenarios::MIXED_LIMITS).all(|(p, l)| *p <= l);
+    let limits_held = peaks
+        .iter()
+        .zip(scenarios::MIXED_LIMITS)
+        .all(|(p, l)| *p <= l);
     table.row(
         &format!("mixed limits 1/4/16/64, 10% retry ({})", sizes.mixed),
         rate(mixed),
         format!("peaks {peaks:?}"),
-        if limits_held { "held".into() } else { "BROKEN".into() },
+        if limits_held {
+            "held".into()
+        } else {
+            "BROKEN".into()
+        },
     );
 
     let mut full = serde_json::Map::new();
     if !args.no_full && synchronous != Synchronous::Full {
-        let fs = Settings { synchronous: Synchronous::Full };
-        let drain_full = system.block_on(scenarios::drain(dir.path(), &fs, sizes.full, args.concurrency));
+        let fs = Settings {
+            synchronous: Synchronous::Full,
+        };
+        let drain_full = system.block_on(scenarios::drain(
+            dir.path(),
+            &fs,
+            sizes.full,
+            args.concurrency,
+        ));
         let (conn, _) = baseline::enqueue_batched(dir.path(), &fs, sizes.full, 10_000);
         let drain_full_base = baseline::drain(&conn, args.concurrency);
         drop(conn);
@@ -226,8 +287,14 @@ pub fn main_entry() {
             rate(drain_full_base),
             format!("{:.2}x", drain_full / drain_full_base),
         );
-        let enqueue_full = system.block_on(scenarios::enqueue_single(dir.path(), &fs, sizes.full / 4, 16));
-        let enqueue_full_base = baseline::enqueue_one_per_commit(dir.path(), &fs, sizes.baseline_enqueue / 10);
+        let enqueue_full = system.block_on(scenarios::enqueue_single(
+            dir.path(),
+            &fs,
+            sizes.full / 4,
+            16,
+        ));
+        let enqueue_full_base =
+            baseline::enqueue_one_per_commit(dir.path(), &fs, sizes.baseline_enqueue / 10);
         table.row(
             "FULL: enqueue 1 job/call, 16 producers",
             rate(enqueue_full),
@@ -235,9 +302,15 @@ pub fn main_entry() {
             format!("{:.2}x", enqueue_full / enqueue_full_base),
         );
         full.insert("full_drain_jobs_s".into(), (drain_full.round()).into());
-        full.insert("full_drain_ratio".into(), round2(drain_full / drain_full_base).into());
+        full.insert(
+            "full_drain_ratio".into(),
+            round2(drain_full / drain_full_base).into(),
+        );
         full.insert("full_enqueue_jobs_s".into(), (enqueue_full.round()).into());
-        full.insert("full_enqueue_ratio".into(), round2(enqueue_full / enqueue_full_base).into());
+        full.insert(
+            "full_enqueue_ratio".into(),
+            round2(enqueue_full / enqueue_full_base).into(),
+        );
     }
     println!("  (total {:.0} s)", began.elapsed().as_secs_f64());
 

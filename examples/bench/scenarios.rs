@@ -50,12 +50,19 @@ fn options(path: &Path, settings: &Settings) -> SqliteOptions {
 /// Enqueues `n` no-op jobs with no workers running, in batches.
 async fn fill(path: &Path, settings: &Settings, n: usize, batch: usize) -> f64 {
     let _ = std::fs::remove_file(path);
-    let producer = Errands::builder().sqlite_options(options(path, settings)).start().await.unwrap();
+    let producer = Errands::builder()
+        .sqlite_options(options(path, settings))
+        .start()
+        .await
+        .unwrap();
     let start = Instant::now();
     let mut left = n;
     while left > 0 {
         let take = batch.min(left);
-        producer.enqueue_many((0..take).map(|_| Noop)).await.unwrap();
+        producer
+            .enqueue_many((0..take).map(|_| Noop))
+            .await
+            .unwrap();
         left -= take;
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
@@ -94,7 +101,11 @@ pub async fn drain(dir: &Path, settings: &Settings, n: usize, concurrency: usize
 pub async fn enqueue_single(dir: &Path, settings: &Settings, n: usize, producers: usize) -> f64 {
     let path = dir.join("enqueue.db");
     let _ = std::fs::remove_file(&path);
-    let errands = Errands::builder().sqlite_options(options(&path, settings)).start().await.unwrap();
+    let errands = Errands::builder()
+        .sqlite_options(options(&path, settings))
+        .start()
+        .await
+        .unwrap();
     let per = n / producers;
     let start = Instant::now();
     let tasks: Vec<_> = (0..producers)
@@ -121,7 +132,9 @@ struct Ping;
 impl Job for Ping {
     const KIND: &'static str = "ping";
     async fn run(self, ctx: JobContext) -> JobResult {
-        let _ = ctx.data::<mpsc::UnboundedSender<Instant>>()?.send(Instant::now());
+        let _ = ctx
+            .data::<mpsc::UnboundedSender<Instant>>()?
+            .send(Instant::now());
         Ok(())
     }
 }
@@ -151,7 +164,10 @@ pub async fn latency(dir: &Path, settings: &Settings, n: usize) -> Vec<f64> {
 }
 
 fn now_us() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
 }
 
 #[derive(Serialize, Deserialize)]
@@ -243,7 +259,11 @@ pub async fn mixed(dir: &Path, settings: &Settings, n: usize) -> (f64, [usize; 4
     let _ = std::fs::remove_file(&path);
     let done = Arc::new(Done::default());
     let peaks = Arc::new(Peaks::default());
-    let config = |limit| JobConfig::new().concurrency(limit).backoff(Backoff::Fixed(Duration::ZERO));
+    let config = |limit| {
+        JobConfig::new()
+            .concurrency(limit)
+            .backoff(Backoff::Fixed(Duration::ZERO))
+    };
     let errands = Errands::builder()
         .sqlite_options(options(&path, settings))
         .register_with::<Mixed<0>>(config(MIXED_LIMITS[0]))
@@ -260,10 +280,22 @@ pub async fn mixed(dir: &Path, settings: &Settings, n: usize) -> (f64, [usize; 4
     done.expect(counts.iter().sum::<usize>() as u64);
     let start = Instant::now();
     let job = |i: usize| i % 10 == 0;
-    errands.enqueue_many((0..counts[0]).map(|i| Mixed::<0> { fail_once: job(i) })).await.unwrap();
-    errands.enqueue_many((0..counts[1]).map(|i| Mixed::<1> { fail_once: job(i) })).await.unwrap();
-    errands.enqueue_many((0..counts[2]).map(|i| Mixed::<2> { fail_once: job(i) })).await.unwrap();
-    errands.enqueue_many((0..counts[3]).map(|i| Mixed::<3> { fail_once: job(i) })).await.unwrap();
+    errands
+        .enqueue_many((0..counts[0]).map(|i| Mixed::<0> { fail_once: job(i) }))
+        .await
+        .unwrap();
+    errands
+        .enqueue_many((0..counts[1]).map(|i| Mixed::<1> { fail_once: job(i) }))
+        .await
+        .unwrap();
+    errands
+        .enqueue_many((0..counts[2]).map(|i| Mixed::<2> { fail_once: job(i) }))
+        .await
+        .unwrap();
+    errands
+        .enqueue_many((0..counts[3]).map(|i| Mixed::<3> { fail_once: job(i) }))
+        .await
+        .unwrap();
     done.notify.notified().await;
     let rate = counts.iter().sum::<usize>() as f64 / start.elapsed().as_secs_f64();
     errands.shutdown(Duration::from_secs(5)).await.unwrap();
