@@ -25,6 +25,13 @@ use crate::inspect::{Counts, JobInfo};
 use crate::job::Job;
 use crate::store::{DeadTarget, NewJob};
 
+/// When an enqueued job is due, for waking its dispatcher or the scheduler.
+struct Due {
+    queue: &'static str,
+    kind: &'static str,
+    run_at: i64,
+}
+
 /// What the handle knows about a kind registered in this process.
 pub(crate) struct KindInfo {
     pub max_attempts: u32,
@@ -160,7 +167,7 @@ impl Errands {
 
     /// After a commit: wake the dispatchers of due jobs, tell the scheduler
     /// about future ones.
-    fn announce(&self, jobs: &[NewJob], now: i64) {
+    fn announce(&self, jobs: &[Due], now: i64) {
         let mut woken: Vec<(&'static str, &'static str)> = Vec::new();
         let mut next: Option<i64> = None;
         for job in jobs {
@@ -229,11 +236,12 @@ impl Errands {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let announce: Vec<NewJob> = rows
+        let announce: Vec<Due> = rows
             .iter()
-            .map(|r| NewJob {
-                payload: Vec::new(),
-                ..r.clone()
+            .map(|r| Due {
+                queue: r.queue,
+                kind: r.kind,
+                run_at: r.run_at,
             })
             .collect();
         let ids = self.inner.shared.store.enqueue(rows).await?;

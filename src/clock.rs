@@ -14,6 +14,13 @@ pub trait Clock: Send + Sync + 'static {
     /// The current time in milliseconds since the Unix epoch.
     fn now_ms(&self) -> i64;
 
+    /// The current time in microseconds since the Unix epoch. Timers use it
+    /// to wake at the right moment within a millisecond; the default is
+    /// `now_ms() * 1000`.
+    fn now_us(&self) -> i64 {
+        self.now_ms() * 1000
+    }
+
     /// Registers a callback run every time this clock jumps (a manual clock
     /// being advanced). Real clocks never jump, so the default does nothing.
     fn on_advance(&self, _callback: Box<dyn Fn() + Send + Sync>) {}
@@ -26,6 +33,13 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
         system_time_to_ms(SystemTime::now())
+    }
+
+    fn now_us(&self) -> i64 {
+        match SystemTime::now().duration_since(UNIX_EPOCH) {
+            Ok(d) => d.as_micros() as i64,
+            Err(e) => -(e.duration().as_micros() as i64),
+        }
     }
 }
 

@@ -59,8 +59,10 @@ impl Scheduler {
             ctx.cancel_future(timer);
         }
         self.armed_at = Some(at);
-        let delay = (at - self.shared.clock.now_ms()).max(0) as u64;
-        self.timer = Some(ctx.run_later(Duration::from_millis(delay), |act, ctx| {
+        // Due at the start of millisecond `at`; measured in microseconds so
+        // the timer does not add up to a millisecond of rounding.
+        let delay_us = (at * 1000 - self.shared.clock.now_us()).max(0) as u64;
+        self.timer = Some(ctx.run_later(Duration::from_micros(delay_us), |act, ctx| {
             act.timer = None;
             act.fire(ctx);
         }));

@@ -13,13 +13,44 @@ use super::owners;
 use crate::error::{Error, Result};
 use crate::store::{ClaimedJob, DeadTarget, FinishAndClaim, Finished, NewJob, Outcome};
 
+/// Rows per multi-row `INSERT`: fewer statements for big batches.
+const INSERT_CHUNK: usize = 32;
+
 pub(super) fn insert_jobs(conn: &Connection, jobs: &[NewJob]) -> Result<Vec<i64>> {
+    let mut ids = Vec::with_capacity(jobs.len());
+    let mut chunks = jobs.chunks_exact(INSERT_CHUNK);
+    if jobs.len() >= INSERT_CHUNK {
+        let values = vec!["(?, ?, 'available', ?, ?, ?, ?)"; INSERT_CHUNK].join(", ");
+        let mut stmt = conn.prepare_cached(&format!(
+            "INSERT INTO errands_jobs (queue, kind, state, payload, max_attempts, run_at, created_at)
+             VALUES {values} RETURNING id"
+        ))?;
+        for chunk in &mut chunks {
+            let mut index = 1;
+            for job in chunk {
+                stmt.raw_bind_parameter(index, job.queue)?;
+                stmt.raw_bind_parameter(index + 1, job.kind)?;
+                stmt.raw_bind_parameter(index + 2, &job.payload)?;
+                stmt.raw_bind_parameter(index + 3, job.max_attempts)?;
+                stmt.raw_bind_parameter(index + 4, job.run_at)?;
+                stmt.raw_bind_parameter(index + 5, job.created_at)?;
+                index += 6;
+            }
+            let mut rows = stmt.raw_query();
+            let first = ids.len();
+            while let Some(row) = rows.next()? {
+                ids.push(row.get::<_, i64>(0)?);
+            }
+            // Rowids are assigned in insertion order; RETURNING's order is
+            // not promised, so restore it.
+            ids[first..].sort_unstable();
+        }
+    }
     let mut stmt = conn.prepare_cached(
         "INSERT INTO errands_jobs (queue, kind, state, payload, max_attempts, run_at, created_at)
          VALUES (?1, ?2, 'available', ?3, ?4, ?5, ?6)",
     )?;
-    let mut ids = Vec::with_capacity(jobs.len());
-    for job in jobs {
+    for job in chunks.remainder() {
         let id = stmt.insert(params![
             job.queue,
             job.kind,
