@@ -5,7 +5,9 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::actors::Shared;
 use crate::job::JobError;
+use crate::progress::Progress;
 
 /// Application values registered with [`Builder::data`](crate::Builder::data),
 /// looked up by type.
@@ -21,7 +23,7 @@ impl DataMap {
             .is_some()
     }
 
-    fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
+    pub(crate) fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
         self.values
             .get(&TypeId::of::<T>())
             .and_then(|v| v.downcast_ref::<T>())
@@ -29,13 +31,18 @@ impl DataMap {
 }
 
 /// The context of one attempt, handed to [`Job::run`](crate::Job::run).
+///
+/// Besides the attempt's facts and the application data, it runs resumable
+/// steps: see [`JobContext::step`], [`JobContext::step_cursor`],
+/// [`JobContext::checkpoint`] and [`JobContext::transaction`].
 pub struct JobContext {
     pub(crate) id: i64,
     pub(crate) kind: &'static str,
     pub(crate) queue: &'static str,
     pub(crate) attempt: u32,
     pub(crate) max_attempts: u32,
-    pub(crate) data: Arc<DataMap>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) progress: Arc<Progress>,
 }
 
 impl JobContext {
@@ -82,7 +89,7 @@ impl JobContext {
     /// }
     /// ```
     pub fn data<T: Send + Sync + 'static>(&self) -> Result<&T, JobError> {
-        self.data.get::<T>().ok_or_else(|| {
+        self.shared.data.get::<T>().ok_or_else(|| {
             JobError::msg(format!(
                 "no application data of type {} was registered with Builder::data",
                 std::any::type_name::<T>()

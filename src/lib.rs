@@ -52,6 +52,8 @@ mod error;
 mod events;
 mod inspect;
 mod job;
+mod progress;
+mod steps;
 mod store;
 
 pub use builder::{Builder, QueueConfig};
@@ -64,3 +66,6 @@ pub use events::{Event, Events, EventsError};
 pub use inspect::{Counts, JobInfo, JobState};
 pub use job::{Job, JobError, JobResult};
 pub use store::sqlite::{SqliteOptions, Synchronous};
+
+/// The rusqlite version errands uses, for [`JobContext::transaction`].
+pub use rusqlite;

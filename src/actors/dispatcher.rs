@@ -344,14 +344,14 @@ impl Dispatcher {
                     if let Some(slots) = act.slots(kind) {
                         slots.running = slots.running.saturating_sub(aborted.len());
                     }
-                    for id in aborted {
+                    for (id, checkpoint) in aborted {
                         act.pending.push(PendingOutcome {
                             kind,
                             attempt: 0,
                             finished: Finished {
                                 id,
                                 outcome: Outcome::Released,
-                                checkpoint: None,
+                                checkpoint,
                             },
                         });
                     }

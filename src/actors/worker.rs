@@ -20,6 +20,7 @@ use crate::codec;
 use crate::config::JobConfig;
 use crate::context::JobContext;
 use crate::job::Job;
+use crate::progress::Progress;
 use crate::store::{ClaimedJob, Finished, Outcome};
 
 /// Run these claimed jobs now.
@@ -28,9 +29,9 @@ use crate::store::{ClaimedJob, Finished, Outcome};
 pub(crate) struct RunJobs(pub Vec<ClaimedJob>);
 
 /// Stop every attempt still running (shutdown deadline passed); answers
-/// their job ids.
+/// their job ids and unsaved progress.
 #[derive(Message)]
-#[rtype(result = "Vec<i64>")]
+#[rtype(result = "Vec<(i64, Option<Vec<u8>>)>")]
 pub(crate) struct AbortRunning;
 
 /// An attempt ended; sent by the attempt's task to the dispatcher.
@@ -75,8 +76,9 @@ struct Worker<J: Job> {
     config: Arc<JobConfig>,
     report: Recipient<AttemptDone>,
     shared: Arc<Shared>,
-    /// Tasks started and possibly still running, for shutdown.
-    tasks: Vec<(i64, JoinHandle<()>)>,
+    /// Tasks started and possibly still running, with their progress, for
+    /// shutdown.
+    tasks: Vec<(i64, JoinHandle<()>, Arc<Progress>)>,
     _job: PhantomData<fn() -> J>,
 }
 
@@ -89,18 +91,20 @@ impl<J: Job> Handler<RunJobs> for Worker<J> {
 
     fn handle(&mut self, msg: RunJobs, _: &mut Self::Context) {
         if self.tasks.len() > 2 * self.config.concurrency {
-            self.tasks.retain(|(_, task)| !task.is_finished());
+            self.tasks.retain(|(_, task, _)| !task.is_finished());
         }
         for job in msg.0 {
             let id = job.id;
+            let progress = Arc::new(Progress::from_checkpoint(id, job.checkpoint.as_deref()));
             let task = actix_rt::spawn(run_attempt::<J>(
                 job,
                 self.queue,
                 self.config.clone(),
                 self.shared.clone(),
+                progress.clone(),
                 self.report.clone(),
             ));
-            self.tasks.push((id, task));
+            self.tasks.push((id, task, progress));
         }
     }
 }
@@ -112,10 +116,10 @@ impl<J: Job> Handler<AbortRunning> for Worker<J> {
         // A finished task has already reported its outcome; an unfinished
         // one never will once aborted, so its job is released instead.
         let mut aborted = Vec::new();
-        for (id, task) in self.tasks.drain(..) {
+        for (id, task, progress) in self.tasks.drain(..) {
             if !task.is_finished() {
                 task.abort();
-                aborted.push(id);
+                aborted.push((id, progress.take_if_dirty()));
             }
         }
         MessageResult(aborted)
@@ -128,6 +132,7 @@ async fn run_attempt<J: Job>(
     queue: &'static str,
     config: Arc<JobConfig>,
     shared: Arc<Shared>,
+    progress: Arc<Progress>,
     report: Recipient<AttemptDone>,
 ) {
     let outcome = match codec::decode::<J>(&job.payload) {
@@ -141,7 +146,8 @@ async fn run_attempt<J: Job>(
                 queue,
                 attempt: job.attempt,
                 max_attempts: job.max_attempts,
-                data: shared.data.clone(),
+                shared: shared.clone(),
+                progress: progress.clone(),
             };
             let attempt = CatchUnwind(Box::pin(value.run(ctx)));
             let result = match config.timeout {
@@ -166,8 +172,12 @@ async fn run_attempt<J: Job>(
         attempt: job.attempt,
         finished: Finished {
             id: job.id,
+            // A completed job's row is gone; anything else keeps its progress.
+            checkpoint: match outcome {
+                Outcome::Completed => None,
+                _ => progress.take_if_dirty(),
+            },
             outcome,
-            checkpoint: None,
         },
     });
 }

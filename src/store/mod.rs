@@ -13,6 +13,7 @@
 pub(crate) mod sqlite;
 mod types;
 
+use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -20,6 +21,10 @@ pub(crate) use types::*;
 
 use crate::error::Result;
 use crate::inspect::{Counts, JobInfo};
+
+/// A handler's own SQL, run inside the store's transaction.
+pub(crate) type TransactionWork =
+    Box<dyn FnOnce(&rusqlite::Connection) -> rusqlite::Result<Box<dyn Any + Send>> + Send>;
 
 /// A boxed future answering a store request.
 pub(crate) type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T>> + Send>>;
@@ -62,6 +67,18 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Deletes retained completed jobs that finished before `before`.
     fn prune_completed(&self, before: i64) -> StoreFuture<u64>;
+
+    /// Saves a running job's progress (only while this process owns it).
+    fn save_checkpoint(&self, id: i64, checkpoint: Vec<u8>) -> StoreFuture<()>;
+
+    /// Runs the handler's `work` and saves the job's progress in one
+    /// transaction (`ctx.transaction`).
+    fn transaction(
+        &self,
+        id: i64,
+        checkpoint: Vec<u8>,
+        work: TransactionWork,
+    ) -> StoreFuture<Box<dyn Any + Send>>;
 
     /// Marks this process as gone: its lock is released so that others may
     /// recover anything it still holds. Called last at shutdown.

@@ -21,7 +21,6 @@ pub(crate) struct ClaimedJob {
     pub attempt: u32,
     pub max_attempts: u32,
     /// Saved progress of a resumable job.
-    #[allow(dead_code)] // read once resumable steps land
     pub checkpoint: Option<Vec<u8>>,
 }
 

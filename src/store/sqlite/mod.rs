@@ -14,6 +14,7 @@ mod schema;
 mod writer;
 mod writes;
 
+use std::any::Any;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -24,7 +25,7 @@ use rusqlite::{Connection, OpenFlags};
 pub use options::{SqliteOptions, Synchronous};
 use writer::Writer;
 
-use super::{ClaimedJob, DeadTarget, FinishAndClaim, NewJob, Store, StoreFuture};
+use super::{ClaimedJob, DeadTarget, FinishAndClaim, NewJob, Store, StoreFuture, TransactionWork};
 use crate::error::{Error, Result};
 use crate::inspect::{Counts, JobInfo};
 
@@ -189,6 +190,28 @@ impl Store for SqliteStore {
             self.writer
                 .submit(move |conn| writes::prune_completed(conn, before)),
         )
+    }
+
+    fn save_checkpoint(&self, id: i64, checkpoint: Vec<u8>) -> StoreFuture<()> {
+        let owner = self.owner.clone();
+        Box::pin(
+            self.writer
+                .submit(move |conn| writes::save_checkpoint(conn, &owner, id, &checkpoint)),
+        )
+    }
+
+    fn transaction(
+        &self,
+        id: i64,
+        checkpoint: Vec<u8>,
+        work: TransactionWork,
+    ) -> StoreFuture<Box<dyn Any + Send>> {
+        let owner = self.owner.clone();
+        Box::pin(self.writer.submit(move |conn| {
+            let value = work(conn)?;
+            writes::save_checkpoint(conn, &owner, id, &checkpoint)?;
+            Ok(value)
+        }))
     }
 
     fn close(&self) -> StoreFuture<()> {

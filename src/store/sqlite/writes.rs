@@ -208,6 +208,31 @@ pub(super) fn recover_orphans(
     Ok(moved)
 }
 
+/// Saves a running job's progress; refused if this process no longer owns it.
+pub(super) fn save_checkpoint(
+    conn: &Connection,
+    owner: &str,
+    id: i64,
+    checkpoint: &[u8],
+) -> Result<()> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE errands_jobs SET checkpoint = ?3 WHERE id = ?1 AND owner = ?2 AND state = 'running'",
+        )?
+        .execute(params![id, owner, checkpoint])?;
+    if n == 0 {
+        return Err(match state_of(conn, id)? {
+            None => Error::NotFound(id),
+            Some(state) => Error::WrongState {
+                id,
+                state,
+                action: "save progress (not running in this process)",
+            },
+        });
+    }
+    Ok(())
+}
+
 pub(super) fn requeue(conn: &Connection, target: &DeadTarget, now: i64) -> Result<u64> {
     let set = "UPDATE errands_jobs SET state = 'available', attempts = 0, run_at = ?1,
                   finished_at = NULL, owner = NULL WHERE state = 'dead'";

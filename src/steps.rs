@@ -1,0 +1,179 @@
+//! Resumable jobs: named steps, typed cursors, transactional checkpoints.
+//!
+//! Long jobs get interrupted by deploys and crashes; they should not start
+//! over. A handler splits its work into named steps. A step that finished
+//! (and whose finish was saved) is skipped by every later attempt, which gets
+//! the step's saved output instead. A cursor step gets the last cursor it
+//! saved and carries on from there. `ctx.transaction` commits the
+//! application's own rows and the job's progress in one SQLite transaction,
+//! so the two never disagree, whatever kills the process.
+//!
+//! ```no_run
+//! use errands::{Job, JobContext, JobResult};
+//! # #[derive(serde::Serialize, serde::Deserialize)] struct Remux { recording: u64 }
+//! # async fn upload(_: u64) -> Result<String, std::io::Error> { Ok(String::new()) }
+//! # async fn transcode(_: u64, _: u32) -> Result<(), std::io::Error> { Ok(()) }
+//! impl Job for Remux {
+//!     const KIND: &'static str = "remux";
+//!     async fn run(self, ctx: JobContext) -> JobResult {
+//!         // Runs once; later attempts get the saved URL back.
+//!         let url: String = ctx.step("upload", async || Ok(upload(self.recording).await?)).await?;
+//!         // Resumes after the last saved segment.
+//!         ctx.step_cursor("transcode", async |done: Option<u32>| {
+//!             for segment in done.map_or(0, |s| s + 1)..100 {
+//!                 transcode(self.recording, segment).await?;
+//!                 ctx.set_cursor(&segment)?;
+//!                 ctx.checkpoint().await?;
+//!             }
+//!             Ok(())
+//!         }).await?;
+//!         println!("published {url}");
+//!         Ok(())
+//!     }
+//! }
+//! ```
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec;
+use crate::context::JobContext;
+use crate::job::{JobError, JobResult};
+
+impl JobContext {
+    /// Runs the step `name` unless an earlier attempt finished it, in which
+    /// case its saved output is returned without running it. A finished step
+    /// is saved at once, before the next step starts. Steps are async
+    /// closures, so they may borrow the job and the context:
+    /// `ctx.step("upload", async || { ... }).await?`.
+    ///
+    /// If the step fails, the error ends the attempt as usual; the next
+    /// attempt runs this step again (and skips the ones before it).
+    pub async fn step<T, F>(&self, name: &str, step: F) -> Result<T, JobError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: AsyncFnOnce() -> Result<T, JobError>,
+    {
+        if let Some(Some(saved)) = self.progress.finished_output(name) {
+            match codec::decode::<T>(&saved) {
+                Ok(value) => return Ok(value),
+                Err(e) => log::warn!(
+                    "errands: job {}: saved output of step `{name}` does not decode ({e}); running it again",
+                    self.id
+                ),
+            }
+        }
+        self.progress.begin(name);
+        let value = match step().await {
+            Ok(value) => value,
+            Err(e) => {
+                self.progress.abandon();
+                return Err(e);
+            }
+        };
+        let output = codec::encode(&value).map_err(|e| {
+            JobError::msg(format!("could not save the output of step `{name}`: {e}"))
+        })?;
+        self.progress.finish(name, Some(output));
+        self.checkpoint().await?;
+        Ok(value)
+    }
+
+    /// Runs the cursor step `name` unless it already finished. The step gets
+    /// the last cursor it saved (`None` the first time) and records progress
+    /// with [`JobContext::set_cursor`]. Cursors are any serde type; different
+    /// steps of one job may use different types.
+    pub async fn step_cursor<C, F>(&self, name: &str, step: F) -> JobResult
+    where
+        C: Serialize + DeserializeOwned,
+        F: AsyncFnOnce(Option<C>) -> JobResult,
+    {
+        if self.progress.finished_output(name).is_some() {
+            return Ok(());
+        }
+        let cursor = self.progress.cursor(name).and_then(|bytes| {
+            codec::decode::<C>(&bytes)
+                .map_err(|e| {
+                    log::warn!(
+                        "errands: job {}: saved cursor of step `{name}` does not decode ({e}); starting the step over",
+                        self.id
+                    )
+                })
+                .ok()
+        });
+        self.progress.begin(name);
+        if let Err(e) = step(cursor).await {
+            self.progress.abandon();
+            return Err(e);
+        }
+        self.progress.finish(name, None);
+        self.checkpoint().await
+    }
+
+    /// Records the running cursor step's progress. It is saved by the next
+    /// [`JobContext::checkpoint`] or [`JobContext::transaction`], and at the
+    /// latest when the attempt ends (success, error, panic, timeout or
+    /// shutdown). A `kill -9` loses what was not saved yet.
+    pub fn set_cursor<C: Serialize>(&self, cursor: &C) -> Result<(), JobError> {
+        let bytes = codec::encode(cursor)
+            .map_err(|e| JobError::msg(format!("could not encode cursor: {e}")))?;
+        self.progress.set_cursor(bytes).map_err(JobError::msg)
+    }
+
+    /// Saves the progress now (one write, shared with other writes by group
+    /// commit). Does nothing if nothing changed.
+    pub async fn checkpoint(&self) -> JobResult {
+        let Some(bytes) = self.progress.take_if_dirty() else {
+            return Ok(());
+        };
+        let saved = self.shared.store.save_checkpoint(self.id, bytes).await;
+        saved.map_err(|e| {
+            self.progress.mark_dirty();
+            JobError::msg(format!("could not save progress: {e}"))
+        })
+    }
+
+    /// Runs `work` in a transaction on the queue's own SQLite database and
+    /// saves the job's current progress in the same transaction: the
+    /// application's rows and the checkpoint commit together or not at all.
+    /// Set the cursor to the position *after* this work before calling it.
+    ///
+    /// `work` runs on the store's writer thread, inside its group commit:
+    /// keep it to quick SQL. If it returns an error, everything it wrote is
+    /// rolled back.
+    ///
+    /// ```no_run
+    /// # use errands::{JobContext, JobResult};
+    /// # async fn copy(ctx: &JobContext, from: i64, to: i64) -> JobResult {
+    /// ctx.set_cursor(&to)?;
+    /// ctx.transaction(move |tx| {
+    ///     tx.execute("INSERT INTO archive SELECT * FROM events WHERE id > ?1 AND id <= ?2", (from, to))?;
+    ///     Ok(())
+    /// })
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn transaction<T, F>(&self, work: F) -> Result<T, JobError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let bytes = self.progress.take();
+        let result = self.shared.store.transaction(
+            self.id,
+            bytes,
+            Box::new(move |conn| {
+                work(conn).map(|value| Box::new(value) as Box<dyn std::any::Any + Send>)
+            }),
+        );
+        match result.await {
+            Ok(value) => Ok(*value
+                .downcast::<T>()
+                .expect("the transaction returns what its closure returned")),
+            Err(e) => {
+                self.progress.mark_dirty();
+                Err(JobError::msg(format!("transaction failed: {e}")))
+            }
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Resumable jobs, in one process: finished steps are skipped by later
+//! attempts (after an error, a panic or a shutdown), cursors resume where
+//! they were saved, and stale step names are ignored.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use errands::{
+    Backoff, Errands, Event, Job, JobConfig, JobContext, JobError, JobResult, ManualClock,
+};
+use serde::{Deserialize, Serialize};
+
+/// What ran, in order, across attempts.
+#[derive(Default)]
+struct Log(Mutex<Vec<String>>);
+
+impl Log {
+    fn push(&self, s: impl Into<String>) {
+        self.0.lock().unwrap().push(s.into());
+    }
+    fn all(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// Three steps; step 2 fails on the first attempt.
+#[derive(Serialize, Deserialize)]
+struct Pipeline;
+
+impl Job for Pipeline {
+    const KIND: &'static str = "pipeline";
+    async fn run(self, ctx: JobContext) -> JobResult {
+        let log = ctx.data::<Arc<Log>>()?;
+        let url: String = ctx
+            .step("upload", async || {
+                log.push("upload");
+                Ok(format!("s3://bucket/{}", ctx.id()))
+            })
+            .await?;
+        ctx.step("transcode", async || {
+            log.push(format!("transcode attempt {} with {url}", ctx.attempt()));
+            if ctx.attempt() == 1 {
+                return Err(JobError::msg("encoder crashed"));
+            }
+            Ok(())
+        })
+        .await?;
+        ctx.step("publish", async || {
+            log.push("publish");
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[actix_rt::test]
+async fn a_failing_step_is_retried_with_backoff_and_earlier_steps_are_not_rerun() {
+    let db = common::temp_db();
+    let clock = ManualClock::new();
+    let log = Arc::new(Log::default());
+    let errands = Errands::builder()
+        .sqlite(&db.path)
+        .register_with::<Pipeline>(
+            JobConfig::new().backoff(Backoff::Fixed(Duration::from_secs(30))),
+        )
+        .clock(clock.clone())
+        .data(log.clone())
+        .start()
+        .await
+        .unwrap();
+    let mut events = errands.subscribe();
+    let id = errands.enqueue(Pipeline).await.unwrap();
+    let retry = common::wait_for(&mut events, |e| e.id() == id).await;
+    assert!(
+        matches!(&retry, Event::Retrying { error, .. } if error == "encoder crashed"),
+        "{retry:?}"
+    );
+    clock.advance(Duration::from_secs(30));
+    let done = common::wait_for(&mut events, |e| e.id() == id).await;
+    assert_eq!(
+        done,
+        Event::Completed {
+            id,
+            kind: "pipeline",
+            attempt: 2
+        }
+    );
+    let url = format!("s3://bucket/{id}");
+    assert_eq!(
+        log.all(),
+        vec![
+            "upload".to_string(),
+            format!("transcode attempt 1 with {url}"),
+            // The saved output of "upload" is handed to attempt 2.
+            format!("transcode attempt 2 with {url}"),
+            "publish".to_string(),
+        ]
+    );
+}
+
+/// Walks 0..1000 with a cursor; panics once at 500 after saving cursor 499.
+#[derive(Serialize, Deserialize)]
+struct Walk;
+
+struct Visits(Mutex<Vec<u32>>);
+
+impl Job for Walk {
+    const KIND: &'static str = "walk";
+    async fn run(self, ctx: JobContext) -> JobResult {
+        let visits = ctx.data::<Arc<Visits>>()?;
+        ctx.step_cursor("ids", async |last: Option<u32>| {
+            for id in last.map_or(0, |l| l + 1)..1000 {
+                if id == 500 && ctx.attempt() == 1 {
+                    panic!("disk on fire at {id}");
+                }
+                visits.0.lock().unwrap().push(id);
+                ctx.set_cursor(&id)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[actix_rt::test]
+async fn a_cursor_set_before_a_panic_is_saved_and_the_retry_resumes_after_it() {
+    let db = common::temp_db();
+    let visits = Arc::new(Visits(Mutex::new(Vec::new())));
+    let errands = Errands::builder()
+        .sqlite(&db.path)
+        .register_with::<Walk>(JobConfig::new().backoff(Backoff::Fixed(Duration::ZERO)))
+        .data(visits.clone())
+        .start()
+        .await
+        .unwrap();
+    let mut events = errands.subscribe();
+    let id = errands.enqueue(Walk).await.unwrap();
+    let first = common::wait_for(&mut events, |e| e.id() == id).await;
+    assert!(
+        matches!(&first, Event::Retrying { error, .. } if error.contains("disk on fire at 500"))
+    );
+    let done = common::wait_for(&mut events, |e| e.id() == id).await;
+    assert!(
+        matches!(done, Event::Completed { attempt: 2, .. }),
+        "{done:?}"
+    );
+    let visits = visits.0.lock().unwrap().clone();
+    assert_eq!(
+        visits,
+        (0..1000).collect::<Vec<u32>>(),
+        "every id once, in order"
+    );
+}
+
+/// Attempt 1 runs step "old" then fails; the "new code" of attempt 2 no
+/// longer has that step and must still run.
+#[derive(Serialize, Deserialize)]
+struct Renamed;
+
+static RENAMED_RUNS: AtomicU32 = AtomicU32::new(0);
+
+impl Job for Renamed {
+    const KIND: &'static str = "renamed";
+    async fn run(self, ctx: JobContext) -> JobResult {
+        RENAMED_RUNS.fetch_add(1, Ordering::SeqCst);
+        if ctx.attempt() == 1 {
+            ctx.step("old_name", async || Ok(41u64)).await?;
+            return Err(JobError::msg("deploying new code"));
+        }
+        let value: u64 = ctx.step("new_name", async || Ok(42u64)).await?;
+        assert_eq!(value, 42);
+        Ok(())
+    }
+}
+
+#[actix_rt::test]
+async fn stale_step_names_are_ignored() {
+    let db = common::temp_db();
+    let errands = Errands::builder()
+        .sqlite(&db.path)
+        .register_with::<Renamed>(JobConfig::new().backoff(Backoff::Fixed(Duration::ZERO)))
+        .start()
+        .await
+        .unwrap();
+    let mut events = errands.subscribe();
+    let id = errands.enqueue(Renamed).await.unwrap();
+    common::wait_for(&mut events, |e| matches!(e, Event::Retrying { .. })).await;
+    let done = common::wait_for(&mut events, |e| e.id() == id).await;
+    assert!(
+        matches!(done, Event::Completed { attempt: 2, .. }),
+        "{done:?}"
+    );
+    assert_eq!(RENAMED_RUNS.load(Ordering::SeqCst), 2);
+}
+
+/// Step 1, then a cursor step that waits between items; shutdown interrupts
+/// it and the next start resumes.
+#[derive(Serialize, Deserialize)]
+struct Export;
+
+struct Gate {
+    log: Log,
+    reached: tokio::sync::Notify,
+    resume: tokio::sync::Semaphore,
+}
+
+impl Job for Export {
+    const KIND: &'static str = "export";
+    async fn run(self, ctx: JobContext) -> JobResult {
+        let gate = ctx.data::<Arc<Gate>>()?;
+        ctx.step("prepare", async || {
+            gate.log.push("prepare");
+            Ok(())
+        })
+        .await?;
+        ctx.step_cursor("rows", async |last: Option<u32>| {
+            for row in last.map_or(0, |l| l + 1)..10 {
+                gate.log.push(format!("row {row}"));
+                ctx.set_cursor(&row)?;
+                if row == 4 {
+                    gate.reached.notify_one();
+                    let _permit = gate.resume.acquire().await.map_err(JobError::msg)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[actix_rt::test]
+async fn progress_is_saved_when_shutdown_interrupts_an_attempt() {
+    let db = common::temp_db();
+    let gate = Arc::new(Gate {
+        log: Log::default(),
+        reached: tokio::sync::Notify::new(),
+        resume: tokio::sync::Semaphore::new(0),
+    });
+    let start = || {
+        Errands::builder()
+            .sqlite(&db.path)
+            .register::<Export>()
+            .data(gate.clone())
+            .start()
+    };
+    let errands = start().await.unwrap();
+    errands.enqueue(Export).await.unwrap();
+    gate.reached.notified().await;
+    assert!(
+        errands.shutdown(Duration::from_millis(50)).await.is_err(),
+        "the attempt was cut short"
+    );
+
+    gate.resume.add_permits(100);
+    let errands = start().await.unwrap();
+    let mut events = errands.subscribe();
+    common::wait_for(&mut events, |e| matches!(e, Event::Completed { .. })).await;
+    let mut expected = vec!["prepare".to_string()];
+    expected.extend((0..10).map(|r| format!("row {r}")));
+    assert_eq!(gate.log.all(), expected, "nothing ran twice");
+}
