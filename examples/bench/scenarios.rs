@@ -279,7 +279,7 @@ pub async fn mixed(dir: &Path, settings: &Settings, n: usize) -> (f64, [usize; 4
     let counts: Vec<usize> = MIXED_LIMITS.iter().map(|l| n * l / total_limit).collect();
     done.expect(counts.iter().sum::<usize>() as u64);
     let start = Instant::now();
-    let job = |i: usize| i % 10 == 0;
+    let job = |i: usize| i.is_multiple_of(10);
     errands
         .enqueue_many((0..counts[0]).map(|i| Mixed::<0> { fail_once: job(i) }))
         .await

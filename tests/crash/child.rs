@@ -50,6 +50,96 @@ impl Job for Work {
     }
 }
 
+/// Three steps; step two hangs when `HANG` is set, so the parent can kill
+/// the process inside it.
+#[derive(Serialize, Deserialize)]
+struct ThreeSteps;
+
+impl Job for ThreeSteps {
+    const KIND: &'static str = "three_steps";
+    async fn run(self, ctx: JobContext) -> JobResult {
+        ctx.step("one", async || {
+            println!("step one");
+            Ok(())
+        })
+        .await?;
+        ctx.step("two", async || {
+            println!("step two started");
+            if std::env::var_os("HANG").is_some() {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        })
+        .await?;
+        ctx.step("three", async || {
+            println!("step three");
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Visits ids 0..n with a cursor saved every 100 ids.
+#[derive(Serialize, Deserialize)]
+struct CursorWalk {
+    n: u32,
+}
+
+impl Job for CursorWalk {
+    const KIND: &'static str = "cursor_walk";
+    async fn run(self, ctx: JobContext) -> JobResult {
+        let ledger = ctx.data::<Arc<Ledger>>()?;
+        ctx.step_cursor("walk", async |last: Option<u32>| {
+            let start = last.map_or(0, |l| l + 1);
+            println!("resume from {start}");
+            for id in start..self.n {
+                ledger.record("visit", id as i64, ctx.attempt());
+                if id % 100 == 99 {
+                    ctx.set_cursor(&id)?;
+                    ctx.checkpoint().await?;
+                    println!("saved {id}");
+                    actix_rt::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Copies ids 0..n into the application table `copied`, 50 per
+/// transaction, each committed with the cursor.
+#[derive(Serialize, Deserialize)]
+struct TxCopy {
+    n: u32,
+}
+
+impl Job for TxCopy {
+    const KIND: &'static str = "tx_copy";
+    async fn run(self, ctx: JobContext) -> JobResult {
+        ctx.step_cursor("copy", async |last: Option<u32>| {
+            let start = last.map_or(0, |l| l + 1);
+            println!("resume from {start}");
+            for first in (start..self.n).step_by(50) {
+                let end = (first + 49).min(self.n - 1);
+                ctx.set_cursor(&end)?;
+                ctx.transaction(move |tx| {
+                    let mut insert = tx.prepare_cached("INSERT INTO copied (id) VALUES (?1)")?;
+                    for id in first..=end {
+                        insert.execute([id])?;
+                    }
+                    Ok(())
+                })
+                .await?;
+                println!("copied {end}");
+                actix_rt::time::sleep(Duration::from_millis(1)).await;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -64,6 +154,10 @@ pub fn run() {
     let concurrency = env_num("CONCURRENCY", 8) as usize;
     let work_ms = env_num("WORK_MS", 5);
     let max_attempts = env_num("MAX_ATTEMPTS", 1000) as u32;
+    let app = rusqlite::Connection::open(&db).unwrap();
+    app.execute_batch("CREATE TABLE IF NOT EXISTS copied (id INTEGER PRIMARY KEY)")
+        .unwrap();
+    drop(app);
     let ledger = Arc::new(Ledger(std::sync::Mutex::new(
         OpenOptions::new()
             .create(true)
@@ -80,6 +174,9 @@ pub fn run() {
                     .max_attempts(max_attempts)
                     .backoff(Backoff::Fixed(Duration::ZERO)),
             )
+            .register::<ThreeSteps>()
+            .register::<CursorWalk>()
+            .register_with::<TxCopy>(JobConfig::new().max_attempts(2))
             .data(ledger)
             .data(WorkMs(work_ms))
             // Recovery of the killed predecessor must happen at start, not
@@ -89,6 +186,16 @@ pub fn run() {
             .await
             .expect("start");
         let mut events = errands.subscribe();
+        let n = env_num("N", 0) as u32;
+        let single = match std::env::var("ENQUEUE_KIND").as_deref() {
+            Ok("steps") => Some(errands.enqueue(ThreeSteps).await),
+            Ok("cursor") => Some(errands.enqueue(CursorWalk { n }).await),
+            Ok("tx") => Some(errands.enqueue(TxCopy { n }).await),
+            _ => None,
+        };
+        if let Some(id) = single {
+            println!("acked {}", id.expect("enqueue"));
+        }
         if enqueue > 0 {
             let ids = errands
                 .enqueue_many((0..enqueue as u32).map(|n| Work { n }))

@@ -52,6 +52,19 @@ impl Running {
             .unwrap_or_else(|e| panic!("child printed nothing more ({e})"))
     }
 
+    /// Reads lines until one starts with `prefix`; returns every line read.
+    pub fn lines_until(&mut self, prefix: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self.next_line();
+            let done = line.starts_with(prefix);
+            lines.push(line);
+            if done {
+                return lines;
+            }
+        }
+    }
+
     /// Reads lines until one starts with `prefix`; returns the rest of it.
     pub fn wait_for(&mut self, prefix: &str) -> String {
         loop {

@@ -5,6 +5,7 @@
 
 mod child;
 mod harness;
+mod resumable;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -14,10 +15,24 @@ fn main() {
         return;
     }
     let args = Arguments::from_args();
-    let trials = vec![Trial::test(
-        "sigkill_mid_run_loses_no_acknowledged_job",
-        sigkill_mid_run_loses_no_acknowledged_job,
-    )];
+    let trials = vec![
+        Trial::test(
+            "sigkill_mid_run_loses_no_acknowledged_job",
+            sigkill_mid_run_loses_no_acknowledged_job,
+        ),
+        Trial::test(
+            "resumable::killed_in_step_two_resumes_at_step_two",
+            resumable::killed_in_step_two_resumes_at_step_two,
+        ),
+        Trial::test(
+            "resumable::cursor_loop_resumes_after_the_last_saved_id",
+            resumable::cursor_loop_resumes_after_the_last_saved_id,
+        ),
+        Trial::test(
+            "resumable::transaction_keeps_rows_and_checkpoint_in_agreement",
+            resumable::transaction_keeps_rows_and_checkpoint_in_agreement,
+        ),
+    ];
     libtest_mimic::run(&args, trials).exit();
 }
 
