@@ -13,7 +13,7 @@ use super::Settings;
 
 const SCHEMA: &str = "
     CREATE TABLE jobs (
-        id INTEGER PRIMARY KEY, queue TEXT NOT NULL, kind TEXT NOT NULL, state TEXT NOT NULL,
+        id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, kind TEXT NOT NULL, state TEXT NOT NULL,
         payload BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL,
         run_at INTEGER NOT NULL, created_at INTEGER NOT NULL, started_at INTEGER,
         finished_at INTEGER, owner TEXT, last_error TEXT, checkpoint BLOB);

@@ -8,6 +8,7 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -147,14 +148,48 @@ fn env_num(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// Counts error-level log records: any error errands logs (a failed
+/// write, SQLITE_BUSY reaching the engine) fails the tests that check it.
+struct ErrorCounter(AtomicUsize);
+
+static LOG_ERRORS: ErrorCounter = ErrorCounter(AtomicUsize::new(0));
+
+impl log::Log for ErrorCounter {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+    fn log(&self, record: &log::Record) {
+        if record.level() == log::Level::Error {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        if self.enabled(record.metadata()) {
+            eprintln!(
+                "child {}: {} {}",
+                std::process::id(),
+                record.level(),
+                record.args()
+            );
+        }
+    }
+    fn flush(&self) {}
+}
+
 pub fn run() {
+    let _ = log::set_logger(&LOG_ERRORS);
+    log::set_max_level(log::LevelFilter::Warn);
     let db = PathBuf::from(std::env::var("ERRANDS_DB").expect("ERRANDS_DB"));
     let ledger_path = std::env::var("ERRANDS_LEDGER").expect("ERRANDS_LEDGER");
     let enqueue = env_num("ENQUEUE", 0);
     let concurrency = env_num("CONCURRENCY", 8) as usize;
     let work_ms = env_num("WORK_MS", 5);
     let max_attempts = env_num("MAX_ATTEMPTS", 1000) as u32;
+    let poll = Duration::from_millis(env_num("POLL_MS", 1000));
+    if std::env::var_os("OPEN_ONLY").is_some() {
+        open_only(&db);
+        return;
+    }
     let app = rusqlite::Connection::open(&db).unwrap();
+    app.busy_timeout(Duration::from_secs(30)).unwrap();
     app.execute_batch("CREATE TABLE IF NOT EXISTS copied (id INTEGER PRIMARY KEY)")
         .unwrap();
     drop(app);
@@ -166,25 +201,27 @@ pub fn run() {
             .unwrap(),
     )));
     actix_rt::System::new().block_on(async move {
-        let errands = Errands::builder()
+        let mut builder = Errands::builder()
             .sqlite(&db)
-            .register_with::<Work>(
-                JobConfig::new()
-                    .concurrency(concurrency)
-                    .max_attempts(max_attempts)
-                    .backoff(Backoff::Fixed(Duration::ZERO)),
-            )
-            .register::<ThreeSteps>()
-            .register::<CursorWalk>()
-            .register_with::<TxCopy>(JobConfig::new().max_attempts(2))
             .data(ledger)
             .data(WorkMs(work_ms))
-            // Recovery of the killed predecessor must happen at start, not
-            // on this (deliberately hour-long) timer.
-            .recovery_interval(Duration::from_secs(3600))
-            .start()
-            .await
-            .expect("start");
+            .poll_interval(poll)
+            // Recovery of a killed predecessor must happen at start, not on
+            // this (deliberately hour-long) timer.
+            .recovery_interval(Duration::from_secs(3600));
+        if std::env::var_os("NO_WORKERS").is_none() {
+            builder = builder
+                .register_with::<Work>(
+                    JobConfig::new()
+                        .concurrency(concurrency)
+                        .max_attempts(max_attempts)
+                        .backoff(Backoff::Fixed(Duration::ZERO)),
+                )
+                .register::<ThreeSteps>()
+                .register::<CursorWalk>()
+                .register_with::<TxCopy>(JobConfig::new().max_attempts(2));
+        }
+        let errands = builder.start().await.expect("start");
         let mut events = errands.subscribe();
         let n = env_num("N", 0) as u32;
         let single = match std::env::var("ENQUEUE_KIND").as_deref() {
@@ -204,6 +241,14 @@ pub fn run() {
             let list: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
             println!("acked {}", list.join(","));
         }
+        if std::env::var_os("NO_WORKERS").is_some() {
+            errands
+                .shutdown(Duration::from_secs(10))
+                .await
+                .expect("shutdown");
+            println!("drained");
+            return;
+        }
         loop {
             let pending: u64 = errands
                 .counts()
@@ -222,6 +267,22 @@ pub fn run() {
             .shutdown(Duration::from_secs(10))
             .await
             .expect("shutdown");
+        println!("log errors {}", LOG_ERRORS.0.load(Ordering::SeqCst));
         println!("drained");
+    });
+}
+
+/// Only tries to start, and prints how that went.
+fn open_only(db: &std::path::Path) {
+    actix_rt::System::new().block_on(async {
+        match Errands::builder()
+            .sqlite(db)
+            .register::<Work>()
+            .start()
+            .await
+        {
+            Ok(_) => println!("open ok"),
+            Err(e) => println!("open error: {e:?} / {e}"),
+        }
     });
 }

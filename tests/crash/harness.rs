@@ -1,7 +1,7 @@
 //! Starting the child, reading what it prints, killing it with SIGKILL, and
 //! reading its ledger back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,7 +20,17 @@ pub struct Running {
 
 /// Starts the test binary itself as a child application.
 pub fn spawn(db: &Path, ledger: &Path, env: &[(&str, String)]) -> Running {
+    spawn_as(db, ledger, env, None)
+}
+
+/// Like [`spawn`], as the given user id (to be refused writes when the
+/// tests run as root, which ignores file modes).
+pub fn spawn_as(db: &Path, ledger: &Path, env: &[(&str, String)], uid: Option<u32>) -> Running {
     let mut command = Command::new(std::env::current_exe().unwrap());
+    if let Some(uid) = uid {
+        use std::os::unix::process::CommandExt;
+        command.uid(uid).gid(uid);
+    }
     command
         .env(ROLE, "1")
         .env("ERRANDS_DB", db)
@@ -190,4 +200,14 @@ pub fn assert_no_overlap(ledger: &[Entry]) -> usize {
         }
     }
     killed
+}
+
+/// Ids of the jobs left dead in the database.
+pub fn dead_ids(db: &PathBuf) -> HashSet<i64> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT id FROM errands_jobs WHERE state = 'dead'")
+        .unwrap();
+    let ids = stmt.query_map([], |r| r.get(0)).unwrap();
+    ids.map(|id| id.unwrap()).collect()
 }

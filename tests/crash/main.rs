@@ -6,6 +6,7 @@
 mod child;
 mod harness;
 mod resumable;
+mod torture;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -31,6 +32,18 @@ fn main() {
         Trial::test(
             "resumable::transaction_keeps_rows_and_checkpoint_in_agreement",
             resumable::transaction_keeps_rows_and_checkpoint_in_agreement,
+        ),
+        Trial::test(
+            "torture::kill_loop_loses_nothing",
+            torture::kill_loop_loses_nothing,
+        ),
+        Trial::test(
+            "torture::four_processes_share_one_file",
+            torture::four_processes_share_one_file,
+        ),
+        Trial::test(
+            "torture::read_only_database_is_a_clear_error_at_start",
+            torture::read_only_database_is_a_clear_error_at_start,
         ),
     ];
     libtest_mimic::run(&args, trials).exit();

@@ -14,6 +14,9 @@ mod schema;
 mod writer;
 mod writes;
 
+#[cfg(test)]
+mod model_tests;
+
 use std::any::Any;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -104,6 +107,14 @@ impl SqliteStore {
 }
 
 fn configure_writer(conn: &Connection, options: &SqliteOptions) -> rusqlite::Result<()> {
+    // SQLite quietly opens a write-protected file read-only; writing is the
+    // point, so say so now rather than at the first enqueue.
+    if conn.is_readonly(rusqlite::MAIN_DB)? {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+            Some("the database file is read-only for this process".into()),
+        ));
+    }
     conn.busy_timeout(options.busy_timeout)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {

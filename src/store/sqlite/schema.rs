@@ -6,7 +6,9 @@
 //! whose version is newer than [`SCHEMA_VERSION`] was written by a newer
 //! errands and is refused.
 //!
-//! One table, `errands_jobs`, holds every job. Completed jobs are deleted
+//! One table, `errands_jobs`, holds every job. Its ids are `AUTOINCREMENT`:
+//! finished jobs are deleted, and without it SQLite would hand a deleted
+//! job's id to the next job, so `job(id)` could answer about a stranger. Completed jobs are deleted
 //! when they finish (or kept for a retention period and pruned), so the
 //! table the dispatchers scan holds only live work. The claim query reads
 //! the partial index `errands_jobs_ready`, which holds only waiting jobs,
@@ -23,7 +25,7 @@ pub(crate) const SCHEMA_VERSION: i64 = 1;
 const MIGRATIONS: &[&str] = &[
     // 1: the jobs table and its indexes.
     "CREATE TABLE errands_jobs (
-        id           INTEGER PRIMARY KEY,
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
         queue        TEXT    NOT NULL,
         kind         TEXT    NOT NULL,
         state        TEXT    NOT NULL CHECK (state IN ('available', 'running', 'dead', 'completed')),

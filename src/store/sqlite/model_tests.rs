@@ -1,0 +1,238 @@
+//! A model test of the SQLite store: random sequences of enqueue, claim,
+//! complete, fail, crash-and-recover, requeue, purge and cancel, each
+//! checked against a plain in-memory model of what the store must hold.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use proptest::prelude::*;
+
+use super::{SqliteOptions, SqliteStore};
+use crate::error::Error;
+use crate::inspect::JobState;
+use crate::store::{DeadTarget, FinishAndClaim, Finished, NewJob, Outcome, Store};
+
+const MAX_ATTEMPTS: u32 = 3;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Enqueue(usize),
+    Claim(usize),
+    Complete(usize),
+    Fail(usize),
+    Crash,
+    Requeue(usize),
+    Purge(usize),
+    Cancel(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (1usize..5).prop_map(Op::Enqueue),
+        3 => (1usize..4).prop_map(Op::Claim),
+        2 => any::<usize>().prop_map(Op::Complete),
+        3 => any::<usize>().prop_map(Op::Fail),
+        1 => Just(Op::Crash),
+        1 => any::<usize>().prop_map(Op::Requeue),
+        1 => any::<usize>().prop_map(Op::Purge),
+        1 => any::<usize>().prop_map(Op::Cancel),
+    ]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Model {
+    state: JobState,
+    attempts: u32,
+}
+
+fn open(path: &Path) -> SqliteStore {
+    SqliteStore::open(&SqliteOptions::new(path), false).unwrap()
+}
+
+fn pick(ids: Vec<i64>, i: usize) -> Option<i64> {
+    (!ids.is_empty()).then(|| ids[i % ids.len()])
+}
+
+fn in_state(model: &BTreeMap<i64, Model>, state: JobState) -> Vec<i64> {
+    model
+        .iter()
+        .filter(|(_, m)| m.state == state)
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+async fn finish(store: &SqliteStore, id: i64, outcome: Outcome) {
+    let batch = FinishAndClaim {
+        finished: vec![Finished {
+            id,
+            outcome,
+            checkpoint: None,
+        }],
+        queue: "q",
+        claims: vec![],
+        now: 0,
+    };
+    store.finish_and_claim(batch).await.unwrap();
+}
+
+async fn run(ops: Vec<Op>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.db");
+    let mut store = open(&path);
+    let mut model: BTreeMap<i64, Model> = BTreeMap::new();
+    let mut gone: Vec<i64> = Vec::new();
+    for op in ops {
+        match op {
+            Op::Enqueue(n) => {
+                let jobs = (0..n)
+                    .map(|_| NewJob {
+                        queue: "q",
+                        kind: "k",
+                        payload: vec![1, 0],
+                        run_at: 0,
+                        max_attempts: MAX_ATTEMPTS,
+                        created_at: 0,
+                    })
+                    .collect();
+                for id in store.enqueue(jobs).await.unwrap() {
+                    assert!(model
+                        .insert(
+                            id,
+                            Model {
+                                state: JobState::Available,
+                                attempts: 0
+                            }
+                        )
+                        .is_none());
+                }
+            }
+            Op::Claim(n) => {
+                let batch = FinishAndClaim {
+                    finished: vec![],
+                    queue: "q",
+                    claims: vec![("k", n)],
+                    now: 0,
+                };
+                let mut got: Vec<i64> = store
+                    .finish_and_claim(batch)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|j| j.id)
+                    .collect();
+                got.sort();
+                let expected: Vec<i64> = in_state(&model, JobState::Available)
+                    .into_iter()
+                    .take(n)
+                    .collect();
+                assert_eq!(got, expected, "claims the oldest ready jobs");
+                for id in got {
+                    let m = model.get_mut(&id).unwrap();
+                    m.state = JobState::Running;
+                    m.attempts += 1;
+                }
+            }
+            Op::Complete(i) => {
+                if let Some(id) = pick(in_state(&model, JobState::Running), i) {
+                    finish(&store, id, Outcome::Completed).await;
+                    model.remove(&id);
+                    gone.push(id);
+                }
+            }
+            Op::Fail(i) => {
+                if let Some(id) = pick(in_state(&model, JobState::Running), i) {
+                    let m = model.get_mut(&id).unwrap();
+                    let outcome = if m.attempts >= MAX_ATTEMPTS {
+                        m.state = JobState::Dead;
+                        Outcome::Dead { error: "no".into() }
+                    } else {
+                        m.state = JobState::Available;
+                        Outcome::Retry {
+                            run_at: 0,
+                            error: "again".into(),
+                        }
+                    };
+                    finish(&store, id, outcome).await;
+                }
+            }
+            Op::Crash => {
+                // Dropped without close: its lock file stays, unlocked, as
+                // after a kill.
+                drop(store);
+                store = open(&path);
+                let moved = store.recover_orphans(0).await.unwrap();
+                let running = in_state(&model, JobState::Running);
+                assert_eq!(moved, running.len());
+                for id in running {
+                    let m = model.get_mut(&id).unwrap();
+                    m.state = if m.attempts >= MAX_ATTEMPTS {
+                        JobState::Dead
+                    } else {
+                        JobState::Available
+                    };
+                }
+            }
+            Op::Requeue(i) => {
+                if let Some(id) = pick(in_state(&model, JobState::Dead), i) {
+                    assert_eq!(store.requeue(DeadTarget::One(id), 0).await.unwrap(), 1);
+                    model.insert(
+                        id,
+                        Model {
+                            state: JobState::Available,
+                            attempts: 0,
+                        },
+                    );
+                }
+            }
+            Op::Purge(i) => {
+                if let Some(id) = pick(in_state(&model, JobState::Dead), i) {
+                    assert_eq!(store.purge(DeadTarget::One(id)).await.unwrap(), 1);
+                    model.remove(&id);
+                    gone.push(id);
+                }
+            }
+            Op::Cancel(i) => {
+                if let Some(id) = pick(model.keys().copied().collect(), i) {
+                    match (model[&id].state, store.cancel(id).await) {
+                        (JobState::Available, Ok(())) => {
+                            model.remove(&id);
+                            gone.push(id);
+                        }
+                        (JobState::Available, Err(e)) => panic!("cancel failed: {e}"),
+                        (_, Err(Error::WrongState { .. })) => {}
+                        (state, other) => panic!("cancel of a {state} job answered {other:?}"),
+                    }
+                }
+            }
+        }
+        // The store holds exactly what the model holds.
+        for (id, m) in &model {
+            let info = store.job(*id, 0).await.unwrap().expect("job present");
+            assert_eq!(
+                (info.state, info.attempts),
+                (m.state, m.attempts),
+                "job {id}"
+            );
+        }
+        for id in &gone {
+            assert_eq!(store.job(*id, 0).await.unwrap(), None, "job {id} is gone");
+        }
+        let total: u64 = store
+            .counts(0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.pending() + c.dead)
+            .sum();
+        assert_eq!(total as usize, model.len());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn store_matches_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+        actix_rt::System::new().block_on(run(ops));
+    }
+}
