@@ -11,9 +11,9 @@
 //! `SQLITE_BUSY` can only come from another process, which the busy timeout
 //! and the retry below absorb.
 
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode};
 use tokio::sync::oneshot;
@@ -107,9 +107,27 @@ impl Writer {
     }
 }
 
+/// How long the writer keeps polling for the next request before it sleeps.
+const SPIN: Duration = Duration::from_micros(200);
+
+/// The next request: polled for a moment first (under load the next one is
+/// usually a few microseconds away, and a sleeping thread wakes slowly and
+/// on a cold cache), then waited for.
+fn next_request(rx: &Receiver<Box<dyn Request>>) -> Option<Box<dyn Request>> {
+    let spin_until = Instant::now() + SPIN;
+    loop {
+        match rx.try_recv() {
+            Ok(request) => return Some(request),
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) if Instant::now() < spin_until => std::hint::spin_loop(),
+            Err(TryRecvError::Empty) => return rx.recv().ok(),
+        }
+    }
+}
+
 fn run(conn: Connection, rx: Receiver<Box<dyn Request>>) {
     let mut group: Vec<Box<dyn Request>> = Vec::with_capacity(64);
-    while let Ok(first) = rx.recv() {
+    while let Some(first) = next_request(&rx) {
         group.push(first);
         while group.len() < MAX_GROUP {
             match rx.try_recv() {
