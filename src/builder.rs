@@ -293,9 +293,9 @@ impl Builder {
                 let kinds = members
                     .into_iter()
                     .map(|(kind, config, start)| {
-                        let limit = config.concurrency;
+                        let (limit, prefetch) = (config.concurrency, config.get_prefetch());
                         let worker = start(queue, config, me.clone().recipient(), shared.clone());
-                        KindSlots::new(kind, limit, worker)
+                        KindSlots::new(kind, limit, prefetch, worker)
                     })
                     .collect();
                 Dispatcher::new(queue, shared, scheduler, kinds, poll)

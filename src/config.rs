@@ -90,6 +90,7 @@ pub struct JobConfig {
     pub(crate) max_attempts: u32,
     pub(crate) backoff: Backoff,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) prefetch: Option<usize>,
 }
 
 impl Default for JobConfig {
@@ -99,6 +100,7 @@ impl Default for JobConfig {
             max_attempts: 25,
             backoff: Backoff::default(),
             timeout: None,
+            prefetch: None,
         }
     }
 }
@@ -131,6 +133,21 @@ impl JobConfig {
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
+    }
+
+    /// How many jobs beyond the running ones this process may claim ahead,
+    /// so the next job starts the moment a slot frees (default: the
+    /// concurrency limit; 0 turns it off). Claimed-ahead jobs count as
+    /// `running` in [`Counts`](crate::Counts); at shutdown they go straight
+    /// back to the queue, their attempt not counted.
+    pub fn prefetch(mut self, n: usize) -> Self {
+        self.prefetch = Some(n);
+        self
+    }
+
+    /// The configured prefetch (defaults to the concurrency limit).
+    pub fn get_prefetch(&self) -> usize {
+        self.prefetch.unwrap_or(self.concurrency)
     }
 
     /// The configured concurrency limit.

@@ -1,17 +1,25 @@
 //! The dispatcher: one per queue, the only place that claims its jobs.
 //!
-//! It keeps, per kind, the limit, the jobs running and the slots reserved by
-//! a claim in flight, so `running + reserved ≤ limit` always holds: the limit
-//! lives in these counters, not in a mailbox. It talks to the store in one
-//! way only: "write these finished attempts and claim up to N of each kind",
-//! one transaction, and at most one such request in flight. While it waits,
-//! outcomes pile up and go together in the next request; that is what lets
-//! a busy queue finish and claim hundreds of jobs per commit.
+//! It keeps, per kind, the limit, the jobs running, a small buffer of
+//! claimed jobs waiting for a slot (prefetch) and the slots reserved by a
+//! claim in flight: `running ≤ limit` always holds (the limit lives in these
+//! counters, not in a mailbox), and `running + buffered + reserved ≤ limit +
+//! prefetch`. It talks to the store in one way only: "write these finished
+//! attempts and claim up to N of each kind", one transaction, at most one
+//! such request in flight. While it waits, outcomes pile up and go together
+//! in the next request; that is what lets a busy queue finish and claim
+//! hundreds of jobs per commit.
+//!
+//! The buffer is what keeps both cores busy: when a job finishes, the next
+//! one starts from the buffer at once while the store commits the outcome
+//! and claims the refill. Without it the handlers would wait for every
+//! commit and the store for every batch of handlers.
 //!
 //! It is woken by an enqueue in this process (no polling delay), by a
 //! finished job (a freed slot), by the scheduler (a `run_at` came due) and by
 //! a slow fallback poll for rows that other processes wrote.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,7 +47,10 @@ pub(crate) struct KindSlots {
     pub kind: &'static str,
     pub limit: usize,
     pub worker: WorkerHandles,
+    prefetch: usize,
     running: usize,
+    /// Claimed, waiting for a free slot.
+    buffer: VecDeque<ClaimedJob>,
     reserved: usize,
     /// Whether ready jobs of this kind may exist; cleared when a claim
     /// returns fewer jobs than asked, set by any wake.
@@ -47,19 +58,59 @@ pub(crate) struct KindSlots {
 }
 
 impl KindSlots {
-    pub(crate) fn new(kind: &'static str, limit: usize, worker: WorkerHandles) -> Self {
+    pub(crate) fn new(
+        kind: &'static str,
+        limit: usize,
+        prefetch: usize,
+        worker: WorkerHandles,
+    ) -> Self {
         KindSlots {
             kind,
             limit,
             worker,
+            prefetch,
             running: 0,
+            buffer: VecDeque::new(),
             reserved: 0,
             maybe_ready: true,
         }
     }
 
+    /// How many more jobs a claim may take now.
     fn free(&self) -> usize {
-        self.limit - self.running - self.reserved
+        (self.limit + self.prefetch)
+            .saturating_sub(self.running + self.buffer.len() + self.reserved)
+    }
+
+    /// Starts buffered jobs while slots are free.
+    fn start_buffered(&mut self) {
+        let n = self
+            .limit
+            .saturating_sub(self.running)
+            .min(self.buffer.len());
+        if n == 0 {
+            return;
+        }
+        self.running += n;
+        let jobs: Vec<ClaimedJob> = self.buffer.drain(..n).collect();
+        self.worker.run.do_send(RunJobs(jobs));
+    }
+
+    /// Releases every buffered job: none of them started.
+    fn release_buffered(&mut self) -> Vec<PendingOutcome> {
+        let kind = self.kind;
+        self.buffer
+            .drain(..)
+            .map(|job| PendingOutcome {
+                kind,
+                attempt: 0,
+                finished: Finished {
+                    id: job.id,
+                    outcome: Outcome::Released,
+                    checkpoint: None,
+                },
+            })
+            .collect()
     }
 }
 
@@ -243,33 +294,32 @@ impl Dispatcher {
         }
     }
 
-    /// Hands claimed jobs to their workers and updates the counters.
+    /// Buffers claimed jobs, starts as many as slots allow, and notes which
+    /// kinds have nothing more ready.
     fn start_jobs(&mut self, claimed: Vec<ClaimedJob>, asked: &[(&'static str, usize)]) {
         for (kind, asked) in asked {
-            if *asked == 0 {
-                continue;
-            }
             let got = claimed.iter().filter(|j| j.kind == *kind).count();
             if let Some(slots) = self.slots(kind) {
-                slots.running += got;
                 if got < *asked {
                     slots.maybe_ready = false;
                 }
             }
         }
-        // Group by kind, preserving claim order, and send one batch per worker.
-        let mut by_kind: Vec<(&'static str, Vec<ClaimedJob>)> = Vec::new();
         for job in claimed {
-            match by_kind.iter_mut().find(|(k, _)| *k == job.kind) {
-                Some((_, jobs)) => jobs.push(job),
-                None => by_kind.push((job.kind, vec![job])),
+            if let Some(slots) = self.slots(job.kind) {
+                slots.buffer.push_back(job);
             }
         }
-        for (kind, jobs) in by_kind {
-            if let Some(slots) = self.slots(kind) {
-                slots.worker.run.do_send(RunJobs(jobs));
+        if self.may_start() {
+            for slots in &mut self.kinds {
+                slots.start_buffered();
             }
         }
+    }
+
+    /// Whether buffered jobs may start (not shutting down).
+    fn may_start(&self) -> bool {
+        self.draining.is_none() && !self.shared.is_closing()
     }
 
     /// Tells the scheduler about retries and subscribers about outcomes,
@@ -317,7 +367,10 @@ impl Dispatcher {
     fn finish_drain_if_idle(&mut self) {
         let idle = self.in_flight == 0
             && self.pending.is_empty()
-            && self.kinds.iter().all(|k| k.running == 0 && k.reserved == 0);
+            && self
+                .kinds
+                .iter()
+                .all(|k| k.running == 0 && k.reserved == 0 && k.buffer.is_empty());
         if !idle {
             return;
         }
@@ -385,6 +438,7 @@ impl Supervised for Dispatcher {
         for slots in &mut self.kinds {
             slots.reserved = 0;
             slots.maybe_ready = true;
+            slots.start_buffered();
         }
     }
 }
@@ -418,9 +472,13 @@ impl Handler<AttemptDone> for Dispatcher {
         // A retry due already (no backoff) is claimable at once.
         let due_now = matches!(msg.finished.outcome,
             Outcome::Retry { run_at, .. } if run_at <= self.shared.clock.now_ms());
+        let may_start = self.may_start();
         if let Some(slots) = self.slots(msg.kind) {
             slots.running = slots.running.saturating_sub(1);
             slots.maybe_ready |= due_now;
+            if may_start {
+                slots.start_buffered();
+            }
         }
         self.pending.push(PendingOutcome {
             kind: msg.kind,
@@ -441,6 +499,11 @@ impl Handler<Drain> for Dispatcher {
             released: 0,
         });
         draining.waiters.push(tx);
+        // Buffered jobs never started: back to the queue now.
+        for slots in &mut self.kinds {
+            let released = slots.release_buffered();
+            self.pending.extend(released);
+        }
         ctx.run_later(msg.deadline, |act, ctx| act.abort_running(ctx));
         self.pump(ctx);
         Box::pin(async move { rx.await.unwrap_or(0) })

@@ -201,8 +201,10 @@ pub fn run() {
             .unwrap(),
     )));
     actix_rt::System::new().block_on(async move {
+        let committed_ledger = ledger.clone();
         let mut builder = Errands::builder()
             .sqlite(&db)
+            .event_capacity(1 << 16)
             .data(ledger)
             .data(WorkMs(work_ms))
             .poll_interval(poll)
@@ -223,6 +225,16 @@ pub fn run() {
         }
         let errands = builder.start().await.expect("start");
         let mut events = errands.subscribe();
+        // Completions are recorded once committed (events come after the
+        // commit): no attempt of a job may start after this line.
+        let mut committed = errands.subscribe();
+        actix_rt::spawn(async move {
+            while let Ok(event) = committed.next().await {
+                if let errands::Event::Completed { id, attempt, .. } = event {
+                    committed_ledger.record("committed", id, attempt);
+                }
+            }
+        });
         let n = env_num("N", 0) as u32;
         let single = match std::env::var("ENQUEUE_KIND").as_deref() {
             Ok("steps") => Some(errands.enqueue(ThreeSteps).await),

@@ -98,10 +98,12 @@ impl Running {
     }
 }
 
-/// One ledger line: a start or an end of an attempt.
+/// One ledger line: the start or end of an attempt, or its committed
+/// completion.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub end: bool,
+    pub committed: bool,
     pub id: i64,
     pub attempt: u32,
     pub pid: u32,
@@ -116,6 +118,7 @@ pub fn read_ledger(path: &Path) -> Vec<Entry> {
             let f: Vec<&str> = line.split(' ').collect();
             Entry {
                 end: f[0] == "end",
+                committed: f[0] == "committed",
                 id: f[1].parse().unwrap(),
                 attempt: f[2].parse().unwrap(),
                 pid: f[3].parse().unwrap(),
@@ -161,7 +164,7 @@ pub fn assert_no_overlap(ledger: &[Entry]) -> usize {
         end: Option<u128>,
     }
     let mut runs: HashMap<i64, Vec<Run>> = HashMap::new();
-    for e in ledger {
+    for e in ledger.iter().filter(|e| !e.committed) {
         let list = runs.entry(e.id).or_default();
         if e.end {
             let run = list
@@ -210,4 +213,25 @@ pub fn dead_ids(db: &PathBuf) -> HashSet<i64> {
         .unwrap();
     let ids = stmt.query_map([], |r| r.get(0)).unwrap();
     ids.map(|id| id.unwrap()).collect()
+}
+
+/// Asserts that no attempt of a job started after its completion was
+/// committed: re-runs only ever follow completions that a kill kept from
+/// committing. Returns how many completions were seen committed.
+pub fn assert_nothing_runs_after_commit(ledger: &[Entry]) -> usize {
+    let mut committed_at: HashMap<i64, u128> = HashMap::new();
+    for e in ledger.iter().filter(|e| e.committed) {
+        committed_at.entry(e.id).or_insert(e.nanos);
+    }
+    for e in ledger.iter().filter(|e| !e.end && !e.committed) {
+        if let Some(at) = committed_at.get(&e.id) {
+            assert!(
+                e.nanos < *at,
+                "job {} started attempt {} after its completion was committed",
+                e.id,
+                e.attempt
+            );
+        }
+    }
+    committed_at.len()
 }

@@ -51,7 +51,10 @@ pub fn cursor_loop_resumes_after_the_last_saved_id() -> Result<(), Failed> {
         last_saved = first.wait_for("saved ").parse::<i64>()?;
     }
     first.kill();
-    let visited_before = harness::read_ledger(&ledger).len();
+    let visited_before = harness::read_ledger(&ledger)
+        .iter()
+        .filter(|e| !e.committed)
+        .count();
 
     let mut second = harness::spawn(&db, &ledger, &[]);
     let resumed: i64 = second.wait_for("resume from ").parse()?;
@@ -65,7 +68,7 @@ pub fn cursor_loop_resumes_after_the_last_saved_id() -> Result<(), Failed> {
     );
     let visits = harness::read_ledger(&ledger);
     let mut seen = vec![0u32; 10_000];
-    for v in &visits {
+    for v in visits.iter().filter(|e| !e.committed) {
         seen[v.id as usize] += 1;
     }
     assert!(seen.iter().all(|n| *n >= 1), "every id visited");
