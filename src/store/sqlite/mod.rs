@@ -141,6 +141,13 @@ fn configure_writer(conn: &Connection, options: &SqliteOptions) -> rusqlite::Res
 
 impl Store for SqliteStore {
     fn enqueue(&self, jobs: Vec<NewJob>) -> StoreFuture<Vec<i64>> {
+        if jobs.len() == 1 {
+            // One row, one INSERT statement.
+            return Box::pin(
+                self.writer
+                    .submit_single_statement(move |conn| writes::insert_jobs(conn, &jobs)),
+            );
+        }
         Box::pin(
             self.writer
                 .submit(move |conn| writes::insert_jobs(conn, &jobs)),
