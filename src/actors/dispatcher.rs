@@ -267,6 +267,7 @@ impl Dispatcher {
                 self.write_backoff = None;
                 self.report(&outcomes);
                 self.start_jobs(claimed, &asked);
+                self.release_buffers_if_draining();
                 self.pump(ctx);
             }
             Err(e) => {
@@ -314,6 +315,18 @@ impl Dispatcher {
             for slots in &mut self.kinds {
                 slots.start_buffered();
             }
+        }
+    }
+
+    /// While draining, buffered jobs (which never started) go back to the
+    /// queue at once, including those a claim in flight brings in late.
+    fn release_buffers_if_draining(&mut self) {
+        if self.draining.is_none() {
+            return;
+        }
+        for slots in &mut self.kinds {
+            let released = slots.release_buffered();
+            self.pending.extend(released);
         }
     }
 
@@ -499,11 +512,7 @@ impl Handler<Drain> for Dispatcher {
             released: 0,
         });
         draining.waiters.push(tx);
-        // Buffered jobs never started: back to the queue now.
-        for slots in &mut self.kinds {
-            let released = slots.release_buffered();
-            self.pending.extend(released);
-        }
+        self.release_buffers_if_draining();
         ctx.run_later(msg.deadline, |act, ctx| act.abort_running(ctx));
         self.pump(ctx);
         Box::pin(async move { rx.await.unwrap_or(0) })
