@@ -53,8 +53,11 @@ pub(crate) struct KindSlots {
     buffer: VecDeque<ClaimedJob>,
     reserved: usize,
     /// Whether ready jobs of this kind may exist; cleared when a claim
-    /// returns fewer jobs than asked, set by any wake.
+    /// returns fewer jobs than asked (unless a wake came meanwhile), set by
+    /// any wake.
     maybe_ready: bool,
+    /// Wakes so far; a claim remembers the count when it was sent.
+    wakes: u64,
 }
 
 impl KindSlots {
@@ -73,7 +76,14 @@ impl KindSlots {
             buffer: VecDeque::new(),
             reserved: 0,
             maybe_ready: true,
+            wakes: 0,
         }
+    }
+
+    /// Jobs of this kind may be ready.
+    fn wake(&mut self) {
+        self.maybe_ready = true;
+        self.wakes += 1;
     }
 
     /// How many more jobs a claim may take now.
@@ -232,6 +242,7 @@ impl Dispatcher {
             return false;
         }
         let outcomes = std::mem::take(&mut self.pending);
+        let wakes: Vec<u64> = self.kinds.iter().map(|k| k.wakes).collect();
         let batch = FinishAndClaim {
             finished: outcomes.iter().map(|p| p.finished.clone()).collect(),
             queue: self.queue,
@@ -243,7 +254,7 @@ impl Dispatcher {
         ctx.spawn(
             request
                 .into_actor(self)
-                .map(move |result, act, ctx| act.written(result, outcomes, claims, ctx)),
+                .map(move |result, act, ctx| act.written(result, outcomes, claims, wakes, ctx)),
         );
         true
     }
@@ -254,6 +265,7 @@ impl Dispatcher {
         result: Result<Vec<ClaimedJob>>,
         outcomes: Vec<PendingOutcome>,
         asked: Vec<(&'static str, usize)>,
+        wakes: Vec<u64>,
         ctx: &mut Context<Self>,
     ) {
         self.in_flight -= 1;
@@ -266,7 +278,7 @@ impl Dispatcher {
             Ok(claimed) => {
                 self.write_backoff = None;
                 self.report(&outcomes);
-                self.start_jobs(claimed, &asked);
+                self.start_jobs(claimed, &asked, &wakes);
                 self.release_buffers_if_draining();
                 self.pump(ctx);
             }
@@ -297,13 +309,21 @@ impl Dispatcher {
 
     /// Buffers claimed jobs, starts as many as slots allow, and notes which
     /// kinds have nothing more ready.
-    fn start_jobs(&mut self, claimed: Vec<ClaimedJob>, asked: &[(&'static str, usize)]) {
-        for (kind, asked) in asked {
-            let got = claimed.iter().filter(|j| j.kind == *kind).count();
-            if let Some(slots) = self.slots(kind) {
-                if got < *asked {
-                    slots.maybe_ready = false;
-                }
+    fn start_jobs(
+        &mut self,
+        claimed: Vec<ClaimedJob>,
+        asked: &[(&'static str, usize)],
+        wakes_at_send: &[u64],
+    ) {
+        for (slots, wakes) in self.kinds.iter_mut().zip(wakes_at_send) {
+            let Some((_, asked)) = asked.iter().find(|(k, _)| *k == slots.kind) else {
+                continue;
+            };
+            let got = claimed.iter().filter(|j| j.kind == slots.kind).count();
+            // Nothing more is ready, unless a wake came while the claim was
+            // in flight (a job came due after the claim looked).
+            if got < *asked && slots.wakes == *wakes {
+                slots.maybe_ready = false;
             }
         }
         for job in claimed {
@@ -434,7 +454,7 @@ impl Actor for Dispatcher {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.poll_interval, |act, ctx| {
             for slots in &mut act.kinds {
-                slots.maybe_ready = true;
+                slots.wake();
             }
             act.pump(ctx);
         });
@@ -462,7 +482,7 @@ impl Handler<Wake> for Dispatcher {
     fn handle(&mut self, msg: Wake, ctx: &mut Context<Self>) {
         for slots in &mut self.kinds {
             if msg.0.is_none_or(|kind| kind == slots.kind) {
-                slots.maybe_ready = true;
+                slots.wake();
             }
         }
         self.pump_soon(ctx);
@@ -488,7 +508,9 @@ impl Handler<AttemptDone> for Dispatcher {
         let may_start = self.may_start();
         if let Some(slots) = self.slots(msg.kind) {
             slots.running = slots.running.saturating_sub(1);
-            slots.maybe_ready |= due_now;
+            if due_now {
+                slots.wake();
+            }
             if may_start {
                 slots.start_buffered();
             }

@@ -7,6 +7,7 @@
 //! thread and reads run on the blocking pool, so no actix arbiter thread ever
 //! waits for SQLite.
 
+mod checkpointer;
 mod options;
 mod owners;
 mod reads;
@@ -40,6 +41,7 @@ pub(crate) struct SqliteStore {
     lock_dir: PathBuf,
     lock: Mutex<Option<owners::OwnerLock>>,
     retain_completed: bool,
+    _checkpointer: checkpointer::Checkpointer,
 }
 
 impl SqliteStore {
@@ -77,6 +79,13 @@ impl SqliteStore {
             .min_idle(Some(0))
             .build(manager)?;
 
+        let checkpointer =
+            checkpointer::Checkpointer::start(&path, options.busy_timeout).map_err(|source| {
+                Error::Open {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
         let writer = Writer::start(conn)?;
         Ok(SqliteStore {
             writer,
@@ -85,6 +94,7 @@ impl SqliteStore {
             lock_dir,
             lock: Mutex::new(Some(lock)),
             retain_completed,
+            _checkpointer: checkpointer,
         })
     }
 
@@ -125,8 +135,10 @@ fn configure_writer(conn: &Connection, options: &SqliteOptions) -> rusqlite::Res
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {};
          PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -8000;",
-        options.synchronous.pragma()
+         PRAGMA cache_size = -8000;
+         PRAGMA wal_autocheckpoint = {};",
+        options.synchronous.pragma(),
+        checkpointer::WRITER_AUTOCHECKPOINT_PAGES
     ))?;
     if let Some(bytes) = options.max_database_bytes {
         let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
