@@ -34,9 +34,7 @@ impl Job for Resize {
     }
 }
 
-#[actix_rt::test]
-async fn typed_job_round_trips_and_is_deleted_when_done() {
-    let db = common::temp_db();
+async fn start(db: &common::TempDb) -> (Errands, std::sync::Arc<Seen>) {
     let seen = std::sync::Arc::new(Seen::default());
     let errands = Errands::builder()
         .sqlite(&db.path)
@@ -45,6 +43,13 @@ async fn typed_job_round_trips_and_is_deleted_when_done() {
         .start()
         .await
         .unwrap();
+    (errands, seen)
+}
+
+#[actix_rt::test]
+async fn typed_job_round_trips_and_is_deleted_when_done() {
+    let db = common::temp_db();
+    let (errands, seen) = start(&db).await;
     let mut events = errands.subscribe();
 
     let job = Resize {
@@ -79,14 +84,7 @@ async fn typed_job_round_trips_and_is_deleted_when_done() {
 #[actix_rt::test]
 async fn enqueue_many_returns_ids_in_order_and_runs_them_all() {
     let db = common::temp_db();
-    let seen = std::sync::Arc::new(Seen::default());
-    let errands = Errands::builder()
-        .sqlite(&db.path)
-        .register::<Resize>()
-        .data(seen.clone())
-        .start()
-        .await
-        .unwrap();
+    let (errands, seen) = start(&db).await;
     let mut events = errands.subscribe();
     let jobs: Vec<Resize> = (0..100)
         .map(|i| Resize {

@@ -221,14 +221,11 @@ pub(super) fn save_checkpoint(
         )?
         .execute(params![id, owner, checkpoint])?;
     if n == 0 {
-        return Err(match state_of(conn, id)? {
-            None => Error::NotFound(id),
-            Some(state) => Error::WrongState {
-                id,
-                state,
-                action: "save progress (not running in this process)",
-            },
-        });
+        return Err(refusal(
+            conn,
+            id,
+            "save progress (not running in this process)",
+        ));
     }
     Ok(())
 }
@@ -242,7 +239,7 @@ pub(super) fn requeue(conn: &Connection, target: &DeadTarget, now: i64) -> Resul
                 .prepare_cached(&format!("{set} AND id = ?2"))?
                 .execute(params![now, id])?;
             if n == 0 {
-                return Err(not_dead(conn, *id, "requeue"));
+                return Err(refusal(conn, *id, "requeue"));
             }
             n
         }
@@ -262,7 +259,7 @@ pub(super) fn purge(conn: &Connection, target: &DeadTarget) -> Result<u64> {
                 .prepare_cached(&format!("{delete} AND id = ?1"))?
                 .execute(params![id])?;
             if n == 0 {
-                return Err(not_dead(conn, *id, "purge"));
+                return Err(refusal(conn, *id, "purge"));
             }
             n
         }
@@ -279,14 +276,7 @@ pub(super) fn cancel(conn: &Connection, id: i64) -> Result<()> {
         .prepare_cached("DELETE FROM errands_jobs WHERE id = ?1 AND state = 'available'")?
         .execute(params![id])?;
     if n == 0 {
-        return Err(match state_of(conn, id)? {
-            None => Error::NotFound(id),
-            Some(state) => Error::WrongState {
-                id,
-                state,
-                action: "cancel",
-            },
-        });
+        return Err(refusal(conn, id, "cancel"));
     }
     Ok(())
 }
@@ -297,8 +287,9 @@ pub(super) fn prune_completed(conn: &Connection, before: i64) -> Result<u64> {
         .execute(params![before])? as u64)
 }
 
-/// The error for a requeue or purge of a job that is not dead.
-fn not_dead(conn: &Connection, id: i64, action: &'static str) -> Error {
+/// Why an operation on job `id` changed nothing: it is gone, or in a state
+/// the operation does not apply to.
+fn refusal(conn: &Connection, id: i64, action: &'static str) -> Error {
     match state_of(conn, id) {
         Ok(None) => Error::NotFound(id),
         Ok(Some(state)) => Error::WrongState { id, state, action },
