@@ -41,7 +41,8 @@ pub(crate) struct SqliteStore {
     lock_dir: PathBuf,
     lock: Mutex<Option<owners::OwnerLock>>,
     retain_completed: bool,
-    _checkpointer: checkpointer::Checkpointer,
+    /// Stopped (dropped) at close.
+    checkpointer: Mutex<Option<checkpointer::Checkpointer>>,
 }
 
 impl SqliteStore {
@@ -94,7 +95,7 @@ impl SqliteStore {
             lock_dir,
             lock: Mutex::new(Some(lock)),
             retain_completed,
-            _checkpointer: checkpointer,
+            checkpointer: Mutex::new(Some(checkpointer)),
         })
     }
 
@@ -246,6 +247,12 @@ impl Store for SqliteStore {
 
     fn close(&self) -> StoreFuture<()> {
         let lock = self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(
+            self.checkpointer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
         Box::pin(async move {
             if let Some(lock) = lock {
                 lock.remove();
