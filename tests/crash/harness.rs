@@ -20,13 +20,20 @@ pub struct Running {
 
 /// Starts the test binary itself as a child application.
 pub fn spawn(db: &Path, ledger: &Path, env: &[(&str, String)]) -> Running {
-    spawn_as(db, ledger, env, None)
+    spawn_as(&std::env::current_exe().unwrap(), db, ledger, env, None)
 }
 
-/// Like [`spawn`], as the given user id (to be refused writes when the
-/// tests run as root, which ignores file modes).
-pub fn spawn_as(db: &Path, ledger: &Path, env: &[(&str, String)], uid: Option<u32>) -> Running {
-    let mut command = Command::new(std::env::current_exe().unwrap());
+/// Like [`spawn`], running `exe` (a copy of this binary) as the given user
+/// id, to be refused writes when the tests run as root, which ignores file
+/// modes.
+pub fn spawn_as(
+    exe: &Path,
+    db: &Path,
+    ledger: &Path,
+    env: &[(&str, String)],
+    uid: Option<u32>,
+) -> Running {
+    let mut command = Command::new(exe);
     if let Some(uid) = uid {
         use std::os::unix::process::CommandExt;
         command.uid(uid).gid(uid);

@@ -152,11 +152,17 @@ pub fn read_only_database_is_a_clear_error_at_start() -> Result<(), Failed> {
     create.wait_for("drained");
     create.finish();
 
+    // Root ignores file modes: run the child as `nobody` then, from a copy
+    // of this binary that `nobody` can reach (the build directory may not
+    // be).
+    let exe = dir.path().join("child");
+    std::fs::copy(std::env::current_exe()?, &exe)?;
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755))?;
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o444))?;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o555))?;
-    // Root ignores file modes: run the child as `nobody` then.
-    let uid = (unsafe_geteuid() == 0).then_some(65534);
-    let mut child = harness::spawn_as(&db, &ledger, &[("OPEN_ONLY", "1".to_string())], uid);
+    let uid = (effective_uid() == 0).then_some(65534);
+    let env = [("OPEN_ONLY", "1".to_string())];
+    let mut child = harness::spawn_as(&exe, &db, &ledger, &env, uid);
     let line = child.wait_for("open ");
     child.finish();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
@@ -170,7 +176,7 @@ pub fn read_only_database_is_a_clear_error_at_start() -> Result<(), Failed> {
 }
 
 /// The effective user id, read from /proc (no libc binding needed).
-fn unsafe_geteuid() -> u32 {
+fn effective_uid() -> u32 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
