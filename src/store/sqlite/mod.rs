@@ -154,17 +154,11 @@ fn configure_writer(conn: &Connection, options: &SqliteOptions) -> rusqlite::Res
 
 impl Store for SqliteStore {
     fn enqueue(&self, jobs: Vec<NewJob>) -> StoreFuture<Vec<i64>> {
-        if jobs.len() == 1 {
-            // One row, one INSERT statement.
-            return Box::pin(
-                self.writer
-                    .submit_single_statement(move |conn| writes::insert_jobs(conn, &jobs)),
-            );
-        }
-        Box::pin(
-            self.writer
-                .submit(move |conn| writes::insert_jobs(conn, &jobs)),
-        )
+        // One row is one INSERT statement.
+        let single_statement = jobs.len() == 1;
+        Box::pin(self.writer.submit_as(single_statement, move |conn| {
+            writes::insert_jobs(conn, &jobs)
+        }))
     }
 
     fn finish_and_claim(&self, batch: FinishAndClaim) -> StoreFuture<Vec<ClaimedJob>> {

@@ -102,24 +102,13 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        self.send(false, work)
+        self.submit_as(false, work)
     }
 
-    /// Like [`Writer::submit`], for work that writes with one statement
-    /// (SQLite undoes a failed statement by itself, so it runs without a
-    /// savepoint: two statements fewer per request under load).
-    pub(crate) fn submit_single_statement<T, F>(
-        &self,
-        work: F,
-    ) -> impl std::future::Future<Output = Result<T>> + Send + 'static
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
-    {
-        self.send(true, work)
-    }
-
-    fn send<T, F>(
+    /// Like [`Writer::submit`]; with `single_statement` set, for work that
+    /// writes with one statement, which SQLite undoes by itself if it fails,
+    /// so it runs without a savepoint (two statements fewer under load).
+    pub(crate) fn submit_as<T, F>(
         &self,
         single_statement: bool,
         work: F,
