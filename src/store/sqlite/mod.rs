@@ -133,14 +133,26 @@ fn configure_writer(conn: &Connection, options: &SqliteOptions) -> rusqlite::Res
             "could not switch to WAL journal mode (got {mode})"
         )));
     }
+    // SQLite's default page cache (2 MiB) is kept on purpose: the writer
+    // touches few pages per transaction, and at every commit SQLite walks
+    // the cache's whole hash table, so a bigger cache made commits slower
+    // (measured: 2.4% of the writer's time at 8 MiB, 0.8% at the default).
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {};
          PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -8000;
          PRAGMA wal_autocheckpoint = {};",
         options.synchronous.pragma(),
         checkpointer::WRITER_AUTOCHECKPOINT_PAGES
     ))?;
+    // Plan each statement once. Since 3.53 SQLite reads a bound `LIMIT ?`
+    // while planning and so re-prepares the claim statement every time it
+    // is bound with a new value (6–11% of the writer's time, measured);
+    // the query planner stability guarantee turns that off, and the plans
+    // errands needs do not depend on bound values.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     if let Some(bytes) = options.max_database_bytes {
         let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
         let pages = (bytes as i64 / page_size).max(1);
