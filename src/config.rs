@@ -136,8 +136,9 @@ impl JobConfig {
     }
 
     /// How many jobs beyond the running ones this process may claim ahead,
-    /// so the next job starts the moment a slot frees (default: the
-    /// concurrency limit; 0 turns it off). Claimed-ahead jobs count as
+    /// so the next job starts the moment a slot frees (default: twice the
+    /// concurrency limit, which lets the next batch be claimed while the
+    /// current one runs; 0 turns it off). Claimed-ahead jobs count as
     /// `running` in [`Counts`](crate::Counts); at shutdown they go straight
     /// back to the queue, their attempt not counted.
     pub fn prefetch(mut self, n: usize) -> Self {
@@ -145,9 +146,9 @@ impl JobConfig {
         self
     }
 
-    /// The configured prefetch (defaults to the concurrency limit).
+    /// The configured prefetch (defaults to twice the concurrency limit).
     pub fn get_prefetch(&self) -> usize {
-        self.prefetch.unwrap_or(self.concurrency)
+        self.prefetch.unwrap_or(2 * self.concurrency)
     }
 
     /// The configured concurrency limit.
