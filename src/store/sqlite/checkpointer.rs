@@ -17,7 +17,15 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 /// How often the checkpointer looks at the WAL.
-const EVERY: Duration = Duration::from_millis(100);
+///
+/// Small and often beats big and rare: each checkpoint ends in an fsync of
+/// the WAL and of the database file, and while a big one is flushed the
+/// writer's own writes (and the WAL-header sync SQLite does when the writer
+/// restarts the log) stall behind it on ext4. Measured with the delayed-jobs
+/// benchmark on a 2-core VM: p99 lateness 5–13 ms at 100 ms, 50–70 ms at
+/// 1 s, 3–6 ms at 10–30 ms, with the drain rate unchanged. A checkpoint with
+/// nothing to copy costs a few lock calls.
+const EVERY: Duration = Duration::from_millis(20);
 
 /// The writer's own automatic checkpoint threshold (pages), as a safety valve.
 pub(super) const WRITER_AUTOCHECKPOINT_PAGES: u32 = 20_000;
