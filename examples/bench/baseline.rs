@@ -2,8 +2,9 @@
 //! claim with `UPDATE … RETURNING`; delete), written directly with rusqlite
 //! on the same pragmas and connection settings, the same table and indexes,
 //! the same statements and values of the same shape (an owner id as long as
-//! errands' own, real timestamps), with none of the engine around it. Every errands figure is reported as a ratio to this,
-//! measured in the same run, because the machines are noisy.
+//! errands' own, real timestamps), with none of the engine around it.
+//! Every errands figure is reported as a ratio to this, measured in the
+//! same run, because the machines are noisy.
 
 use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};

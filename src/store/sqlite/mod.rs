@@ -146,7 +146,7 @@ fn configure_writer(conn: &Connection, options: &SqliteOptions) -> rusqlite::Res
     ))?;
     // Plan each statement once. Since 3.53 SQLite reads a bound `LIMIT ?`
     // while planning and so re-prepares the claim statement every time it
-    // is bound with a new value (6–11% of the writer's time, measured);
+    // is bound again (6–11% of the writer's time, measured);
     // the query planner stability guarantee turns that off, and the plans
     // errands needs do not depend on bound values.
     conn.set_db_config(
