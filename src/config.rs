@@ -45,6 +45,8 @@ impl Backoff {
     }
 
     /// The delay after the failed attempt number `attempt` (1-based).
+    /// Never panics: huge values saturate (a retry due after the year 9999
+    /// is stored as due then, i.e. never).
     ///
     /// ```
     /// use errands::Backoff;
@@ -62,8 +64,15 @@ impl Backoff {
                 let raw = base.saturating_mul(1u32 << shift.min(31));
                 let raw = if shift > 31 { *max } else { raw };
                 let capped = raw.min(*max);
-                if *jitter > 0.0 {
-                    capped + capped.mul_f64(fastrand::f64() * jitter.clamp(0.0, 1.0))
+                // Saturating throughout: `max: Duration::MAX` means "no cap",
+                // and no backoff may panic on the outcome path.
+                let jitter = jitter.clamp(0.0, 1.0);
+                if jitter > 0.0 {
+                    let extra = Duration::try_from_secs_f64(
+                        capped.as_secs_f64() * fastrand::f64() * jitter,
+                    )
+                    .unwrap_or(Duration::MAX);
+                    capped.saturating_add(extra)
                 } else {
                     capped
                 }
@@ -148,7 +157,11 @@ impl JobConfig {
 
     /// The configured prefetch (defaults to twice the concurrency limit).
     pub fn get_prefetch(&self) -> usize {
-        self.prefetch.unwrap_or(2 * self.concurrency)
+        self.prefetch.unwrap_or(
+            self.concurrency
+                .saturating_mul(2)
+                .min(crate::MAX_CONCURRENCY),
+        )
     }
 
     /// The configured concurrency limit.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::dispatcher::{Dispatcher, Wake};
-use super::Shared;
+use super::{Shared, StopActor};
 
 /// A job will become due at this instant (ms since the epoch).
 #[derive(Message)]
@@ -33,6 +33,9 @@ pub(crate) struct Attach {
 #[derive(Message)]
 #[rtype(result = "()")]
 struct ClockMoved;
+
+/// The longest single timer: far-future instants are reached in steps.
+const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
 
 pub(crate) struct Scheduler {
     shared: Arc<Shared>,
@@ -60,8 +63,13 @@ impl Scheduler {
         }
         self.armed_at = Some(at);
         // Due at the start of millisecond `at`; measured in microseconds so
-        // the timer does not add up to a millisecond of rounding.
-        let delay_us = (at * 1000 - self.shared.clock.now_us()).max(0) as u64;
+        // the timer does not add up to a millisecond of rounding. Saturating,
+        // and never longer than MAX_TIMER: a far-future `run_at` (up to the
+        // year 9999) re-arms when the timer fires early (see `fire`).
+        let delay_us = at
+            .saturating_mul(1000)
+            .saturating_sub(self.shared.clock.now_us())
+            .clamp(0, MAX_TIMER.as_micros() as i64) as u64;
         self.timer = Some(ctx.run_later(Duration::from_micros(delay_us), |act, ctx| {
             act.timer = None;
             act.fire(ctx);
@@ -117,10 +125,11 @@ impl Actor for Scheduler {
     }
 }
 
-impl Supervised for Scheduler {
-    fn restarting(&mut self, _: &mut Context<Self>) {
-        self.armed_at = None;
-        self.timer = None;
+impl Handler<StopActor> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, _: StopActor, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }
 
