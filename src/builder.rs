@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::broadcast;
 
 use crate::actors::dispatcher::{Dispatcher, KindSlots};
 use crate::actors::scheduler::{Attach, Scheduler};
@@ -21,6 +20,7 @@ use crate::actors::Shared;
 use crate::client::{Errands, KindInfo};
 use crate::clock::{Clock, SystemClock};
 use crate::config::JobConfig;
+use crate::config_problem::{ConfigProblem, MAX_BUSY_TIMEOUT, MAX_CONCURRENCY, MAX_EVENT_CAPACITY};
 use crate::context::DataMap;
 use crate::error::{Error, Result};
 use crate::job::Job;
@@ -86,7 +86,7 @@ pub struct Builder {
     registrations: Vec<Registration>,
     queues: HashMap<String, QueueConfig>,
     data: DataMap,
-    problems: Vec<String>,
+    problems: Vec<ConfigProblem>,
     clock: Arc<dyn Clock>,
     poll_interval: Duration,
     recovery_interval: Duration,
@@ -131,25 +131,35 @@ impl Builder {
 
     /// Runs jobs of type `J` in this process, with these settings.
     pub fn register_with<J: Job>(mut self, config: JobConfig) -> Self {
-        if J::KIND.is_empty() {
-            self.problems
-                .push(format!("{} has an empty KIND", std::any::type_name::<J>()));
+        let kind = J::KIND;
+        if kind.is_empty() {
+            self.problems.push(ConfigProblem::EmptyKind {
+                type_name: std::any::type_name::<J>(),
+            });
         }
         if J::QUEUE.is_empty() {
-            self.problems
-                .push(format!("job kind `{}` has an empty QUEUE name", J::KIND));
+            self.problems.push(ConfigProblem::EmptyQueue { kind });
         }
         if config.concurrency == 0 {
-            self.problems
-                .push(format!("job kind `{}` has concurrency 0", J::KIND));
+            self.problems.push(ConfigProblem::ZeroConcurrency { kind });
+        }
+        for (setting, value) in [
+            ("concurrency", config.concurrency),
+            ("prefetch", config.prefetch.unwrap_or(0)),
+        ] {
+            if value > MAX_CONCURRENCY {
+                self.problems.push(ConfigProblem::TooManySlots {
+                    kind,
+                    setting,
+                    value,
+                });
+            }
         }
         if config.max_attempts == 0 {
-            self.problems
-                .push(format!("job kind `{}` has max_attempts 0", J::KIND));
+            self.problems.push(ConfigProblem::ZeroMaxAttempts { kind });
         }
-        if self.registrations.iter().any(|r| r.kind == J::KIND) {
-            self.problems
-                .push(format!("job kind `{}` is registered twice", J::KIND));
+        if self.registrations.iter().any(|r| r.kind == kind) {
+            self.problems.push(ConfigProblem::DuplicateKind { kind });
         }
         self.registrations.push(Registration {
             kind: J::KIND,
@@ -166,7 +176,7 @@ impl Builder {
         let name = name.into();
         if self.queues.insert(name.clone(), config).is_some() {
             self.problems
-                .push(format!("queue `{name}` is declared twice"));
+                .push(ConfigProblem::DuplicateQueue { queue: name });
         }
         self
     }
@@ -175,10 +185,9 @@ impl Builder {
     /// [`JobContext::data`](crate::JobContext::data), looked up by its type.
     pub fn data<T: Send + Sync + 'static>(mut self, value: T) -> Self {
         if self.data.insert(value) {
-            self.problems.push(format!(
-                "application data of type {} is registered twice",
-                std::any::type_name::<T>()
-            ));
+            self.problems.push(ConfigProblem::DuplicateData {
+                type_name: std::any::type_name::<T>(),
+            });
         }
         self
     }
@@ -213,7 +222,9 @@ impl Builder {
     }
 
     /// How many events a slow [`Events`](crate::Events) subscriber may fall
-    /// behind before it misses some. Default 4096.
+    /// behind before it misses some. Default 4096; at most
+    /// [`MAX_EVENT_CAPACITY`](crate::MAX_EVENT_CAPACITY) (the buffer is
+    /// allocated up front), 0 is taken as 1.
     pub fn event_capacity(mut self, capacity: usize) -> Self {
         self.event_capacity = capacity.max(1);
         self
@@ -221,21 +232,43 @@ impl Builder {
 
     fn validate(&mut self) -> Result<SqliteOptions> {
         let mut problems = std::mem::take(&mut self.problems);
-        for name in self.queues.keys() {
-            if !self.registrations.iter().any(|r| r.queue == name) {
-                problems.push(format!("queue `{name}` has no job types registered"));
+        let mut unused: Vec<&String> = self
+            .queues
+            .keys()
+            .filter(|name| !self.registrations.iter().any(|r| r.queue == *name))
+            .collect();
+        unused.sort();
+        for queue in unused {
+            problems.push(ConfigProblem::UnusedQueue {
+                queue: queue.clone(),
+            });
+        }
+        for (setting, every) in [
+            ("poll_interval", self.poll_interval),
+            ("recovery_interval", self.recovery_interval),
+        ] {
+            if every.is_zero() {
+                problems.push(ConfigProblem::ZeroInterval { setting });
             }
         }
-        if self.poll_interval.is_zero() || self.recovery_interval.is_zero() {
-            problems.push("poll and recovery intervals must be longer than zero".into());
+        if self.event_capacity > MAX_EVENT_CAPACITY {
+            problems.push(ConfigProblem::EventCapacityTooLarge {
+                value: self.event_capacity,
+            });
         }
         let sqlite = self.sqlite.take();
-        if sqlite.is_none() {
-            problems.push("no database: call Builder::sqlite(path)".into());
+        match &sqlite {
+            None => problems.push(ConfigProblem::NoDatabase),
+            Some(options) if options.busy_timeout > MAX_BUSY_TIMEOUT => {
+                problems.push(ConfigProblem::BusyTimeoutTooLong {
+                    value: options.busy_timeout,
+                })
+            }
+            Some(_) => {}
         }
         match sqlite {
             Some(options) if problems.is_empty() => Ok(options),
-            _ => Err(Error::Config(problems.join("; "))),
+            _ => Err(Error::Config(problems)),
         }
     }
 
@@ -255,19 +288,14 @@ impl Builder {
             log::info!("errands: put {recovered} interrupted jobs back in the queue");
         }
 
-        let (events, _) = broadcast::channel(self.event_capacity);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Shared::new(
             store,
-            clock: self.clock.clone(),
-            data: Arc::new(std::mem::take(&mut self.data)),
-            events,
-            closing: Default::default(),
-        });
+            self.clock.clone(),
+            std::mem::take(&mut self.data),
+            self.event_capacity,
+        ));
 
-        let scheduler = actix::Supervisor::start({
-            let shared = shared.clone();
-            move |_| Scheduler::new(shared)
-        });
+        let scheduler = Scheduler::new(shared.clone()).start();
 
         let mut queue_names: Vec<&'static str> =
             self.registrations.iter().map(|r| r.queue).collect();
@@ -288,7 +316,7 @@ impl Builder {
                 .collect();
             let shared = shared.clone();
             let scheduler = scheduler.clone();
-            let addr = actix::Supervisor::start(move |ctx: &mut Context<Dispatcher>| {
+            let addr = Dispatcher::create(move |ctx: &mut Context<Dispatcher>| {
                 let me = ctx.address();
                 let kinds = members
                     .into_iter()
@@ -314,6 +342,7 @@ impl Builder {
         let supervisor = ErrandsSupervisor::new(
             shared.clone(),
             dispatchers.values().cloned().collect(),
+            scheduler.clone(),
             self.recovery_interval,
             self.retain_completed,
         )

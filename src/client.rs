@@ -17,8 +17,9 @@ use crate::actors::scheduler::{Hint, Scheduler};
 use crate::actors::supervisor::{Shutdown, Supervisor};
 use crate::actors::Shared;
 use crate::builder::Builder;
-use crate::clock::system_time_to_ms;
+use crate::clock::{duration_ms_ceil, ms_to_system_time, run_at_ms, MAX_TIME_MS};
 use crate::codec;
+use crate::config_problem::ConfigProblem;
 use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::inspect::{Counts, JobInfo};
@@ -131,24 +132,39 @@ impl Errands {
     }
 
     fn new_job<J: Job>(&self, job: &J, options: &EnqueueOptions, now: i64) -> Result<NewJob> {
-        if J::KIND.is_empty() || J::QUEUE.is_empty() {
-            return Err(Error::Config(format!(
-                "{} has an empty KIND or QUEUE",
-                std::any::type_name::<J>()
-            )));
+        if J::KIND.is_empty() {
+            return Err(Error::Config(vec![ConfigProblem::EmptyKind {
+                type_name: std::any::type_name::<J>(),
+            }]));
+        }
+        if J::QUEUE.is_empty() {
+            return Err(Error::Config(vec![ConfigProblem::EmptyQueue {
+                kind: J::KIND,
+            }]));
         }
         if options.max_attempts == Some(0) {
-            return Err(Error::Config("max_attempts must be at least 1".into()));
+            return Err(Error::Config(vec![ConfigProblem::ZeroMaxAttempts {
+                kind: J::KIND,
+            }]));
         }
         let payload = codec::encode(job).map_err(|message| Error::Encode {
             kind: J::KIND.to_string(),
             message,
         })?;
         let run_at = match (options.run_at, options.delay) {
-            (Some(at), _) => system_time_to_ms(at),
-            (None, Some(delay)) => now.saturating_add(delay.as_millis() as i64),
+            (Some(at), _) => run_at_ms(at),
+            (None, Some(delay)) => now.saturating_add(duration_ms_ceil(delay)),
             (None, None) => now,
         };
+        if run_at > MAX_TIME_MS {
+            let asked = options.run_at.unwrap_or_else(|| {
+                let delay = options.delay.unwrap_or_default();
+                ms_to_system_time(now)
+                    .checked_add(delay)
+                    .unwrap_or(ms_to_system_time(i64::MAX))
+            });
+            return Err(Error::RunAtOutOfRange(asked));
+        }
         let max_attempts = options.max_attempts.unwrap_or_else(|| {
             self.inner
                 .kinds
@@ -315,7 +331,7 @@ impl Errands {
     /// Subscribes to committed outcomes ([`Event`](crate::Event)s).
     pub fn subscribe(&self) -> Events {
         Events {
-            rx: self.inner.shared.events.subscribe(),
+            rx: self.inner.shared.subscribe(),
         }
     }
 
@@ -326,16 +342,27 @@ impl Errands {
     ///
     /// The handle closes as soon as this is called, before the returned
     /// future is awaited: from then on `enqueue` returns [`Error::Closed`].
+    ///
+    /// Calling it again (from another task, or after it finished) waits for
+    /// the same shutdown and answers the same result; the later `timeout`
+    /// is ignored. Once shutdown has finished, [`Events`] subscriptions end
+    /// with [`EventsError::Closed`](crate::EventsError::Closed) and, once
+    /// the handle and its clones are dropped, every thread, connection and
+    /// file descriptor errands opened is released.
     pub fn shutdown(
         &self,
         timeout: Duration,
     ) -> impl std::future::Future<Output = Result<()>> + 'static {
-        let first = !self.inner.shared.closing.swap(true, Ordering::AcqRel);
-        let request = first.then(|| self.inner.supervisor.send(Shutdown { timeout }));
+        self.inner.shared.closing.store(true, Ordering::Release);
+        let request = self.inner.supervisor.send(Shutdown { timeout });
+        let shared = self.inner.shared.clone();
         async move {
-            match request {
-                None => Ok(()),
-                Some(request) => request.await.map_err(|_| Error::Closed)?,
+            match request.await {
+                Ok(result) => result,
+                // The supervisor stops once shutdown is done: answer alike.
+                Err(_) => shared
+                    .shutdown_end()
+                    .map_or(Err(Error::Closed), |end| end.result()),
             }
         }
     }

@@ -3,8 +3,12 @@
 //! Modelled on rusqlite's documented error enum: each variant says what went
 //! wrong in words an operator can act on, and carries the values involved
 //! (both schema versions, the offending kind, the underlying SQLite error).
+//! `Display` is a sentence meant for a log or a terminal; match on the
+//! variant (and on [`ConfigProblem`]) in code.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use crate::config_problem::{ConfigProblem, Problems};
 
 /// Everything that can go wrong when configuring, starting or talking to errands.
 #[derive(Debug, thiserror::Error)]
@@ -13,13 +17,13 @@ pub enum Error {
     /// The database engine reported an error (disk full, read-only file,
     /// corruption, ...). `enqueue` returns this when the row could not be
     /// committed; nothing was acknowledged in that case.
-    #[error("database error: {0}")]
+    #[error("the job database reported an error: {0}")]
     Database(#[from] rusqlite::Error),
 
     /// The database file could not be opened for writing (missing
     /// directory permissions, a read-only file or filesystem, not a
     /// database).
-    #[error("could not open database {path} for writing: {source}")]
+    #[error("could not open the job database {} for writing: {source}", path.display())]
     Open {
         /// The database path given to the builder.
         path: std::path::PathBuf,
@@ -28,18 +32,18 @@ pub enum Error {
     },
 
     /// The read connection pool could not hand out a connection.
-    #[error("connection pool error: {0}")]
+    #[error("could not get a read connection to the job database: {0}")]
     Pool(#[from] r2d2::Error),
 
     /// A filesystem operation (creating the database directory, the owner
     /// lock files) failed.
-    #[error("I/O error: {0}")]
+    #[error("file system error beside the job database: {0}")]
     Io(#[from] std::io::Error),
 
     /// The database was written by a newer version of errands. Opening it
     /// with this version could corrupt it, so it is refused.
     #[error(
-        "database schema version {found} is newer than the newest this errands supports ({supported}); upgrade errands"
+        "the job database has schema version {found}, newer than the newest this errands supports ({supported}); upgrade errands"
     )]
     SchemaTooNew {
         /// `PRAGMA user_version` found in the file.
@@ -48,13 +52,13 @@ pub enum Error {
         supported: i64,
     },
 
-    /// The builder was given a configuration that cannot work. Nothing was
-    /// started.
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    /// The builder (or an enqueue's options) was given a configuration that
+    /// cannot work; every problem found is listed. Nothing was started.
+    #[error("invalid errands configuration: {}", Problems(.0))]
+    Config(Vec<ConfigProblem>),
 
     /// A job value could not be serialised for storage.
-    #[error("could not encode job of kind `{kind}`: {message}")]
+    #[error("could not encode a job of kind `{kind}`: {message}")]
     Encode {
         /// The job's kind.
         kind: String,
@@ -62,18 +66,20 @@ pub enum Error {
         message: String,
     },
 
-    /// A stored payload could not be decoded into the job type.
-    #[error("could not decode payload: {0}")]
-    Decode(String),
+    /// A job's `run_at` (from `enqueue_at`, or now plus an `enqueue_in`
+    /// delay) is later than 9999-12-31T23:59:59.999Z, the latest instant
+    /// errands stores. Nothing was enqueued.
+    #[error("run_at {0:?} is beyond the year 9999; errands cannot store it")]
+    RunAtOutOfRange(SystemTime),
 
     /// No job with this id exists (it finished and was deleted, was purged,
     /// or never existed).
-    #[error("no job with id {0}")]
+    #[error("no job with id {0} exists")]
     NotFound(i64),
 
     /// The operation does not apply to the job in its current state (for
     /// example cancelling a job that is running).
-    #[error("job {id} is {state}, cannot {action}")]
+    #[error("job {id} is {state}, so it cannot {action}")]
     WrongState {
         /// The job's id.
         id: i64,
@@ -83,15 +89,34 @@ pub enum Error {
         action: &'static str,
     },
 
-    /// The errands system has shut down (or its store thread stopped), so the
-    /// request was not carried out.
-    #[error("errands has shut down")]
+    /// Code errands ran inside its store for the caller (a
+    /// [`JobContext::transaction`](crate::JobContext::transaction) closure)
+    /// panicked. Its changes were rolled back; the store carries on.
+    #[error("code run inside the job database's transaction {0}; its changes were rolled back")]
+    Panicked(String),
+
+    /// The store's writer thread stopped unexpectedly (a bug in errands or
+    /// SQLite). Nothing more can be written by this instance; jobs it was
+    /// running are put back by the next instance to start on the file.
+    #[error("the job database's writer stopped unexpectedly; restart the process")]
+    StoreStopped,
+
+    /// The errands system has shut down, so the request was not carried out.
+    #[error("errands has shut down; this request was not carried out")]
     Closed,
 
     /// Graceful shutdown did not finish within its timeout; unfinished jobs
     /// were put back in the queue.
-    #[error("shutdown timed out after {0:?}")]
+    #[error("shutdown did not finish within {0:?}; unfinished jobs were put back in the queue")]
     ShutdownTimeout(Duration),
+}
+
+impl Error {
+    /// Whether this instance can no longer write at all (retrying the same
+    /// request is pointless).
+    pub(crate) fn is_store_gone(&self) -> bool {
+        matches!(self, Error::StoreStopped | Error::Closed)
+    }
 }
 
 /// Shorthand for `Result<T, errands::Error>`.

@@ -47,6 +47,7 @@ mod client;
 mod clock;
 mod codec;
 mod config;
+mod config_problem;
 mod context;
 mod error;
 mod events;
@@ -60,11 +61,13 @@ pub use builder::{Builder, QueueConfig};
 pub use client::{EnqueueOptions, Errands};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Backoff, JobConfig};
+pub use config_problem::{ConfigProblem, MAX_BUSY_TIMEOUT, MAX_CONCURRENCY, MAX_EVENT_CAPACITY};
 pub use context::JobContext;
 pub use error::{Error, Result};
 pub use events::{Event, Events, EventsError};
 pub use inspect::{Counts, JobInfo, JobState};
 pub use job::{Job, JobError, JobResult};
+pub use steps::Cursor;
 pub use store::sqlite::{SqliteOptions, Synchronous};
 
 /// The rusqlite version errands uses, for [`JobContext::transaction`].

@@ -7,7 +7,8 @@ mod common;
 use std::time::Duration;
 
 use errands::{
-    Errands, Error, Event, Job, JobConfig, JobContext, JobResult, JobState, QueueConfig,
+    ConfigProblem, Errands, Error, Event, Job, JobConfig, JobContext, JobResult, JobState,
+    QueueConfig, SqliteOptions,
 };
 use serde::{Deserialize, Serialize};
 
@@ -181,27 +182,37 @@ async fn invalid_configuration_is_refused_with_every_problem_listed() {
         .queue("emails", QueueConfig::new())
         .start()
         .await;
-    let Err(Error::Config(message)) = result else {
+    let Err(e @ Error::Config(_)) = result else {
         panic!("expected a configuration error");
     };
-    assert!(message.contains("`invoice` has concurrency 0"), "{message}");
-    assert!(
-        message.contains("`invoice` is registered twice"),
-        "{message}"
+    let Error::Config(problems) = &e else {
+        unreachable!()
+    };
+    assert_eq!(
+        problems,
+        &vec![
+            ConfigProblem::ZeroConcurrency { kind: "invoice" },
+            ConfigProblem::DuplicateKind { kind: "invoice" },
+            ConfigProblem::UnusedQueue {
+                queue: "emails".into()
+            },
+        ]
     );
+    // One sentence a person can act on, every problem in it.
+    let message = e.to_string();
     assert!(
-        message.contains("queue `emails` has no job types"),
+        message.contains("`invoice` has concurrency 0") && message.contains("queue `emails`"),
         "{message}"
     );
     assert!(!db.path.exists(), "nothing was opened");
 
-    let Err(Error::Config(message)) = Errands::builder().register::<InvoiceV2>().start().await
+    let Err(Error::Config(problems)) = Errands::builder().register::<InvoiceV2>().start().await
     else {
         panic!("expected a configuration error");
     };
-    assert!(message.contains("no database"), "{message}");
+    assert_eq!(problems, vec![ConfigProblem::NoDatabase]);
 
-    let Err(Error::Config(message)) = Errands::builder()
+    let Err(Error::Config(problems)) = Errands::builder()
         .sqlite(&db.path)
         .register_with::<InvoiceV2>(JobConfig::new().max_attempts(0))
         .start()
@@ -209,7 +220,59 @@ async fn invalid_configuration_is_refused_with_every_problem_listed() {
     else {
         panic!("expected a configuration error");
     };
-    assert!(message.contains("max_attempts 0"), "{message}");
+    assert_eq!(
+        problems,
+        vec![ConfigProblem::ZeroMaxAttempts { kind: "invoice" }]
+    );
+}
+
+/// Values that used to panic inside `start()` or overflow later are
+/// refused up front, each as its own problem.
+#[actix_rt::test]
+async fn extreme_settings_are_typed_problems_not_panics() {
+    let db = common::temp_db();
+    let too_long = Duration::from_secs(30 * 24 * 3600);
+    let result = Errands::builder()
+        .sqlite_options(SqliteOptions::new(&db.path).busy_timeout(too_long))
+        .register_with::<InvoiceV2>(JobConfig::new().concurrency(usize::MAX))
+        .event_capacity(usize::MAX)
+        .start()
+        .await;
+    let Err(Error::Config(problems)) = result else {
+        panic!("expected a configuration error");
+    };
+    assert!(problems.contains(&ConfigProblem::TooManySlots {
+        kind: "invoice",
+        setting: "concurrency",
+        value: usize::MAX
+    }));
+    assert!(problems.contains(&ConfigProblem::EventCapacityTooLarge { value: usize::MAX }));
+    assert!(problems.contains(&ConfigProblem::BusyTimeoutTooLong { value: too_long }));
+    assert_eq!(problems.len(), 3, "{problems:?}");
+}
+
+/// `max_database_bytes(u64::MAX)` means "no cap": the store starts and
+/// takes jobs (it used to set a one-page cap and fail as full).
+#[actix_rt::test]
+async fn the_largest_database_cap_means_no_cap() {
+    let db = common::temp_db();
+    let errands = Errands::builder()
+        .sqlite_options(SqliteOptions::new(&db.path).max_database_bytes(u64::MAX))
+        .register::<InvoiceV2>()
+        .start()
+        .await
+        .expect("starts");
+    errands
+        .enqueue_in(
+            InvoiceV2 {
+                customer: 1,
+                cents: 5,
+            },
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("enqueues");
+    errands.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 #[actix_rt::test]

@@ -67,7 +67,9 @@ impl SqliteOptions {
     }
 
     /// How long one statement waits for another process's write lock before
-    /// the writer backs off and tries again. Default 5 s.
+    /// the writer backs off and tries again. Default 5 s; at most
+    /// [`MAX_BUSY_TIMEOUT`](crate::MAX_BUSY_TIMEOUT) (longer is a
+    /// [`ConfigProblem`](crate::ConfigProblem) at start).
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;
         self
@@ -75,7 +77,8 @@ impl SqliteOptions {
 
     /// Caps the database file's size. Past it, `enqueue` fails with a
     /// "database or disk is full" error while everything already stored stays
-    /// intact, exactly as on a full disk. Default: no cap.
+    /// intact, exactly as on a full disk. Default: no cap; a cap beyond
+    /// SQLite's own maximum (e.g. `u64::MAX`) is the same as no cap.
     pub fn max_database_bytes(mut self, bytes: u64) -> Self {
         self.max_database_bytes = Some(bytes);
         self
