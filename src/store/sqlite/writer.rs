@@ -11,13 +11,17 @@
 //! `SQLITE_BUSY` can only come from another process, which the busy timeout
 //! and the retry below absorb.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode};
 use tokio::sync::oneshot;
 
+use crate::actors::unwind::panic_message;
 use crate::error::{Error, Result};
 
 /// A unit of work for the writer: it runs inside the group transaction,
@@ -47,7 +51,13 @@ where
 {
     fn run(&mut self, conn: &Connection) -> std::result::Result<(), Option<rusqlite::Error>> {
         let work = self.work.take().expect("a request runs once");
-        let result = work(conn);
+        // Requests may run the application's own code (`ctx.transaction`):
+        // a panic there fails that request only, and its savepoint is rolled
+        // back like any failed request's. It must never take the writer down.
+        let result = match catch_unwind(AssertUnwindSafe(|| work(conn))) {
+            Ok(result) => result,
+            Err(payload) => Err(Error::Panicked(panic_message(payload))),
+        };
         let outcome = match &result {
             Ok(_) => Ok(()),
             Err(Error::Database(e)) => Err(Some(clone_sqlite_error(e))),
@@ -61,7 +71,7 @@ where
         let answer = match (commit, self.result) {
             (Ok(()), Some(result)) => result,
             (Err(e), _) => Err(Error::Database(clone_sqlite_error(e))),
-            (Ok(()), None) => Err(Error::Closed),
+            (Ok(()), None) => Err(Error::StoreStopped),
         };
         let _ = self.reply.send(answer);
     }
@@ -74,20 +84,60 @@ where
 /// The most requests committed together; bounds a transaction's size.
 const MAX_GROUP: usize = 2048;
 
+/// What the writer thread receives.
+enum Message {
+    /// Run this in the next group transaction.
+    Work(Box<dyn Request>),
+    /// Finish what came before, then checkpoint the WAL into the database
+    /// file, close the connection and answer.
+    Close(oneshot::Sender<()>),
+}
+
 /// A handle to the writer thread. Cloning it shares the thread.
 #[derive(Clone)]
 pub(crate) struct Writer {
-    tx: Sender<Box<dyn Request>>,
+    tx: Sender<Message>,
+    /// Set once [`Writer::close`] was asked for: from then on a request that
+    /// finds the thread gone gets [`Error::Closed`], not
+    /// [`Error::StoreStopped`].
+    closing: Arc<AtomicBool>,
 }
 
 impl Writer {
     /// Starts the writer thread on `conn`.
     pub(crate) fn start(conn: Connection) -> std::io::Result<Writer> {
-        let (tx, rx) = mpsc::channel::<Box<dyn Request>>();
+        let (tx, rx) = mpsc::channel::<Message>();
         thread::Builder::new()
             .name("errands-sqlite-writer".into())
             .spawn(move || run(conn, rx))?;
-        Ok(Writer { tx })
+        Ok(Writer {
+            tx,
+            closing: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Lets every request sent before this one commit, then checkpoints the
+    /// whole WAL into the database file (`TRUNCATE`), closes the writer's
+    /// connection and ends the thread. Resolves once that is done.
+    pub(crate) fn close(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.closing.store(true, Ordering::Release);
+        let (done, done_rx) = oneshot::channel();
+        let sent = self.tx.send(Message::Close(done)).is_ok();
+        async move {
+            if sent {
+                let _ = done_rx.await;
+            }
+        }
+    }
+
+    /// The error for a request the thread will never answer.
+    fn gone(closing: &AtomicBool) -> Error {
+        if closing.load(Ordering::Acquire) {
+            Error::Closed
+        } else {
+            log::error!("errands: the SQLite writer thread stopped unexpectedly");
+            Error::StoreStopped
+        }
     }
 
     /// Runs `work` in the next group transaction and answers its result once
@@ -118,15 +168,16 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let (reply, reply_rx) = oneshot::channel::<Result<T>>();
-        let sent = self.tx.send(Box::new(Op {
+        let sent = self.tx.send(Message::Work(Box::new(Op {
             single_statement,
             work: Some(work),
             result: None,
             reply,
-        }));
+        })));
+        let closing = self.closing.clone();
         async move {
-            sent.map_err(|_| Error::Closed)?;
-            reply_rx.await.map_err(|_| Error::Closed)?
+            sent.map_err(|_| Writer::gone(&closing))?;
+            reply_rx.await.map_err(|_| Writer::gone(&closing))?
         }
     }
 }
@@ -137,7 +188,7 @@ const SPIN: Duration = Duration::from_micros(200);
 /// The next request: polled for a moment first (under load the next one is
 /// usually a few microseconds away, and a sleeping thread wakes slowly and
 /// on a cold cache), then waited for.
-fn next_request(rx: &Receiver<Box<dyn Request>>) -> Option<Box<dyn Request>> {
+fn next_request(rx: &Receiver<Message>) -> Option<Message> {
     let spin_until = Instant::now() + SPIN;
     loop {
         match rx.try_recv() {
@@ -149,19 +200,54 @@ fn next_request(rx: &Receiver<Box<dyn Request>>) -> Option<Box<dyn Request>> {
     }
 }
 
-fn run(conn: Connection, rx: Receiver<Box<dyn Request>>) {
+fn run(conn: Connection, rx: Receiver<Message>) {
     let mut group: Vec<Box<dyn Request>> = Vec::with_capacity(64);
+    let mut close: Option<oneshot::Sender<()>> = None;
     while let Some(first) = next_request(&rx) {
-        group.push(first);
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(next) => group.push(next),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Message::Work(request) => group.push(request),
+                Message::Close(done) => {
+                    close = Some(done);
+                    break;
+                }
+            }
+            if group.len() < MAX_GROUP {
+                next = rx.try_recv().ok();
             }
         }
-        commit_group(&conn, &mut group);
+        if !group.is_empty() {
+            // A panic in errands' own code here (the application's code is
+            // already caught per request) must not end the thread either:
+            // undo the transaction; the group's callers, whose answers were
+            // dropped, get an error, and the next group goes on.
+            if catch_unwind(AssertUnwindSafe(|| commit_group(&conn, &mut group))).is_err() {
+                log::error!("errands: the SQLite writer panicked; its transaction was rolled back");
+                if !conn.is_autocommit() {
+                    let _ = exec(&conn, "ROLLBACK");
+                }
+                group.clear();
+            }
+        }
+        if close.is_some() {
+            break;
+        }
     }
-    log::debug!("errands: writer thread stopping");
+    // Leave one self-contained database file: copy the whole WAL into it and
+    // truncate the WAL, so that a copy of the `.db` alone holds every commit.
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+        log::warn!(
+            "errands: final checkpoint failed (the -wal file still holds the latest commits): {e}"
+        );
+    }
+    if let Err((_, e)) = conn.close() {
+        log::warn!("errands: closing the database failed: {e}");
+    }
+    log::debug!("errands: writer thread stopped");
+    if let Some(done) = close {
+        let _ = done.send(());
+    }
 }
 
 /// Runs one group in one transaction and answers every request in it.
