@@ -43,7 +43,7 @@ impl Job for Remux {
                 Ok(format!("/tmp/recording-{}.raw", self.recording))
             })
             .await?;
-        ctx.step_cursor("transcode", async |done: Option<u32>| {
+        ctx.step_cursor("transcode", async |done: Option<u32>, cursor| {
             let start = done.map_or(0, |s| s + 1);
             if start > 0 {
                 println!(
@@ -53,7 +53,7 @@ impl Job for Remux {
             for segment in start..self.segments {
                 actix_rt::time::sleep(Duration::from_millis(20)).await;
                 stats.segments.fetch_add(1, Ordering::SeqCst);
-                ctx.set_cursor(&segment)?;
+                cursor.set(&segment)?;
                 ctx.checkpoint().await?;
                 println!("  segment {segment} done");
                 if segment == self.segments / 2 {

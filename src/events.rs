@@ -47,13 +47,17 @@ pub enum Event {
         /// Why it failed.
         error: String,
     },
-    /// Shutdown interrupted the attempt; the job is back in the queue and
-    /// the attempt does not count.
+    /// Shutdown put the job back in the queue without finishing it; the
+    /// attempt does not count.
     Released {
         /// The job's id.
         id: i64,
         /// Its kind.
         kind: &'static str,
+        /// `true`: its handler was running and was stopped at the shutdown
+        /// deadline. `false`: it was claimed ahead (prefetch) and its
+        /// handler never started.
+        started: bool,
     },
 }
 
@@ -75,7 +79,8 @@ pub enum EventsError {
     /// The subscriber fell behind and this many events were dropped.
     #[error("missed {0} events")]
     Lagged(u64),
-    /// The system shut down; no more events will come.
+    /// The system shut down (after [`Errands::shutdown`](crate::Errands::shutdown)
+    /// finished); no more events will come.
     #[error("errands has shut down")]
     Closed,
 }

@@ -29,11 +29,23 @@ struct Saved {
 
 #[derive(Default)]
 struct State {
+    /// Progress as the handler has made it.
     saved: Saved,
-    /// Changed since last written.
+    /// Progress as last known to be in the database (loaded at the start,
+    /// or written by a checkpoint or transaction that committed). A
+    /// transaction that rolls back goes back to this.
+    committed: Saved,
+    /// `saved` changed since last taken for writing.
     dirty: bool,
-    /// The step whose closure is running, for `set_cursor`.
-    current: Option<String>,
+    /// Steps whose closure is running now.
+    running: Vec<String>,
+}
+
+/// Progress taken for writing: the bytes to store, and what they encode
+/// (to record as committed once the write commits).
+pub(crate) struct Snapshot {
+    pub bytes: Vec<u8>,
+    saved: Saved,
 }
 
 /// The progress of one attempt, shared between handler and worker.
@@ -56,6 +68,7 @@ impl Progress {
         };
         Progress {
             state: Mutex::new(State {
+                committed: saved.clone(),
                 saved,
                 ..State::default()
             }),
@@ -88,15 +101,23 @@ impl Progress {
             .and_then(|s| s.cursor.clone())
     }
 
-    /// Marks `name` as the running step.
-    pub(crate) fn begin(&self, name: &str) {
-        self.lock().current = Some(name.to_string());
+    /// Marks `name` as running. Errors if a step of that name is already
+    /// running (two concurrent steps with one name would share a cursor).
+    pub(crate) fn begin(&self, name: &str) -> Result<(), String> {
+        let mut state = self.lock();
+        if state.running.iter().any(|n| n == name) {
+            return Err(format!(
+                "step `{name}` is already running; concurrent steps need distinct names"
+            ));
+        }
+        state.running.push(name.to_string());
+        Ok(())
     }
 
     /// Records `name` as finished with `output`.
     pub(crate) fn finish(&self, name: &str, output: Option<Vec<u8>>) {
         let mut state = self.lock();
-        state.current = None;
+        state.running.retain(|n| n != name);
         let step = state.saved.steps.entry(name.to_string()).or_default();
         step.done = true;
         step.output = output;
@@ -104,49 +125,79 @@ impl Progress {
         state.dirty = true;
     }
 
-    /// Leaves the running step without finishing it (it failed).
-    pub(crate) fn abandon(&self) {
-        self.lock().current = None;
+    /// Leaves the running step `name` without finishing it (it failed).
+    pub(crate) fn abandon(&self, name: &str) {
+        self.lock().running.retain(|n| n != name);
     }
 
-    /// Records the running step's cursor. Errors if no step is running.
-    pub(crate) fn set_cursor(&self, cursor: Vec<u8>) -> Result<(), String> {
+    /// Records the cursor of the running step `name`. Errors if that step
+    /// is not running (its [`Cursor`](crate::Cursor) outlived the step).
+    pub(crate) fn set_cursor(&self, name: &str, cursor: Vec<u8>) -> Result<(), String> {
         let mut state = self.lock();
-        let Some(name) = state.current.clone() else {
-            return Err("set_cursor called outside ctx.step_cursor".to_string());
-        };
-        state.saved.steps.entry(name).or_default().cursor = Some(cursor);
+        if !state.running.iter().any(|n| n == name) {
+            return Err(format!(
+                "the cursor of step `{name}` was set after the step ended"
+            ));
+        }
+        state
+            .saved
+            .steps
+            .entry(name.to_string())
+            .or_default()
+            .cursor = Some(cursor);
         state.dirty = true;
         Ok(())
     }
 
-    /// The encoded progress if it changed since last taken, marking it
-    /// clean. Call [`Progress::mark_dirty`] if writing it then fails.
-    pub(crate) fn take_if_dirty(&self) -> Option<Vec<u8>> {
+    /// The progress to write if it changed since last taken, marking it
+    /// clean. Call [`Progress::mark_dirty`] if writing it then fails, and
+    /// [`Progress::committed`] once it commits.
+    pub(crate) fn take_if_dirty(&self) -> Option<Snapshot> {
         let mut state = self.lock();
         if !state.dirty {
             return None;
         }
         state.dirty = false;
-        match codec::encode(&state.saved) {
-            Ok(bytes) => Some(bytes),
-            Err(e) => {
-                log::error!("errands: could not encode job progress: {e}");
-                None
-            }
-        }
+        snapshot(&state.saved)
     }
 
-    /// The encoded progress, changed or not, marking it clean.
-    pub(crate) fn take(&self) -> Vec<u8> {
+    /// The progress to write, changed or not, marking it clean.
+    pub(crate) fn take(&self) -> Option<Snapshot> {
         let mut state = self.lock();
         state.dirty = false;
-        codec::encode(&state.saved).unwrap_or_default()
+        snapshot(&state.saved)
+    }
+
+    /// `snapshot` is now in the database.
+    pub(crate) fn committed(&self, snapshot: Snapshot) {
+        self.lock().committed = snapshot.saved;
     }
 
     /// Writing the progress failed: it must be written again later.
     pub(crate) fn mark_dirty(&self) {
         self.lock().dirty = true;
+    }
+
+    /// A transaction that would have saved the progress rolled back: forget
+    /// everything not yet committed (cursors set for that transaction
+    /// included), so no later write can claim work the rollback undid.
+    pub(crate) fn roll_back(&self) {
+        let mut state = self.lock();
+        state.saved = state.committed.clone();
+        state.dirty = false;
+    }
+}
+
+fn snapshot(saved: &Saved) -> Option<Snapshot> {
+    match codec::encode(saved) {
+        Ok(bytes) => Some(Snapshot {
+            bytes,
+            saved: saved.clone(),
+        }),
+        Err(e) => {
+            log::error!("errands: could not encode job progress: {e}");
+            None
+        }
     }
 }
 
@@ -157,19 +208,45 @@ mod tests {
     #[test]
     fn steps_and_cursors_survive_a_round_trip() {
         let p = Progress::default();
-        p.begin("a");
+        p.begin("a").unwrap();
         p.finish("a", Some(vec![1, 2]));
-        p.begin("b");
-        p.set_cursor(vec![9]).unwrap();
-        let bytes = p.take_if_dirty().unwrap();
+        p.begin("b").unwrap();
+        p.set_cursor("b", vec![9]).unwrap();
+        let bytes = p.take_if_dirty().unwrap().bytes;
         assert!(p.take_if_dirty().is_none(), "clean after take");
 
         let back = Progress::from_checkpoint(1, Some(&bytes));
         assert_eq!(back.finished_output("a"), Some(Some(vec![1, 2])));
         assert_eq!(back.finished_output("b"), None);
         assert_eq!(back.cursor("b"), Some(vec![9]));
-        assert!(back.set_cursor(vec![1]).is_err(), "no step running");
+        assert!(back.set_cursor("b", vec![1]).is_err(), "step b not running");
         let garbage = Progress::from_checkpoint(1, Some(&[7, 7, 7]));
         assert_eq!(garbage.finished_output("a"), None);
+    }
+
+    #[test]
+    fn a_rollback_forgets_what_was_not_committed() {
+        let p = Progress::default();
+        p.begin("a").unwrap();
+        p.set_cursor("a", vec![1]).unwrap();
+        let first = p.take().unwrap();
+        p.committed(first);
+        p.set_cursor("a", vec![2]).unwrap();
+        let _second = p.take().unwrap(); // its transaction rolls back
+        p.roll_back();
+        assert_eq!(p.cursor("a"), Some(vec![1]));
+        assert!(p.take_if_dirty().is_none());
+    }
+
+    #[test]
+    fn concurrent_steps_keep_their_own_cursors() {
+        let p = Progress::default();
+        p.begin("a").unwrap();
+        p.begin("b").unwrap();
+        assert!(p.begin("a").is_err(), "one name runs once at a time");
+        p.set_cursor("a", vec![7]).unwrap();
+        p.set_cursor("b", vec![8]).unwrap();
+        assert_eq!(p.cursor("a"), Some(vec![7]));
+        assert_eq!(p.cursor("b"), Some(vec![8]));
     }
 }

@@ -8,6 +8,10 @@
 //! application's own rows and the job's progress in one SQLite transaction,
 //! so the two never disagree, whatever kills the process.
 //!
+//! A cursor step's closure gets a typed [`Cursor`] handle for its own
+//! step: `cursor.set(&c)` only accepts the type the step resumes from, and
+//! steps running concurrently (`join!`) each move their own cursor.
+//!
 //! ```no_run
 //! use errands::{Job, JobContext, JobResult};
 //! # #[derive(serde::Serialize, serde::Deserialize)] struct Remux { recording: u64 }
@@ -19,10 +23,10 @@
 //!         // Runs once; later attempts get the saved URL back.
 //!         let url: String = ctx.step("upload", async || Ok(upload(self.recording).await?)).await?;
 //!         // Resumes after the last saved segment.
-//!         ctx.step_cursor("transcode", async |done: Option<u32>| {
+//!         ctx.step_cursor("transcode", async |done: Option<u32>, cursor| {
 //!             for segment in done.map_or(0, |s| s + 1)..100 {
 //!                 transcode(self.recording, segment).await?;
-//!                 ctx.set_cursor(&segment)?;
+//!                 cursor.set(&segment)?;
 //!                 ctx.checkpoint().await?;
 //!             }
 //!             Ok(())
@@ -33,12 +37,50 @@
 //! }
 //! ```
 
+use std::marker::PhantomData;
+use std::sync::Arc;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec;
 use crate::context::JobContext;
 use crate::job::{JobError, JobResult};
+use crate::progress::Progress;
+
+/// The cursor of one running [`JobContext::step_cursor`] step, handed to its
+/// closure. Typed: it accepts only the cursor type the step resumes from.
+///
+/// A set cursor is saved by the next [`JobContext::checkpoint`] or
+/// [`JobContext::transaction`], and at the latest when the attempt ends
+/// (success, error, panic, timeout or shutdown). A `kill -9` loses what was
+/// not saved yet.
+pub struct Cursor<C> {
+    step: Arc<str>,
+    progress: Arc<Progress>,
+    _type: PhantomData<fn(&C)>,
+}
+
+impl<C: Serialize> Cursor<C> {
+    /// Records the step's progress: the next attempt resumes from `cursor`.
+    /// Errors if the step already ended (the handle was kept past it).
+    pub fn set(&self, cursor: &C) -> Result<(), JobError> {
+        let bytes = codec::encode(cursor).map_err(|e| {
+            JobError::msg(format!(
+                "could not encode the cursor of step `{}`: {e}",
+                self.step
+            ))
+        })?;
+        self.progress
+            .set_cursor(&self.step, bytes)
+            .map_err(JobError::msg)
+    }
+
+    /// The step's name.
+    pub fn step(&self) -> &str {
+        &self.step
+    }
+}
 
 impl JobContext {
     /// Runs the step `name` unless an earlier attempt finished it, in which
@@ -63,15 +105,16 @@ impl JobContext {
                 ),
             }
         }
-        self.progress.begin(name);
+        self.progress.begin(name).map_err(JobError::msg)?;
         let value = match step().await {
             Ok(value) => value,
             Err(e) => {
-                self.progress.abandon();
+                self.progress.abandon(name);
                 return Err(e);
             }
         };
         let output = codec::encode(&value).map_err(|e| {
+            self.progress.abandon(name);
             JobError::msg(format!("could not save the output of step `{name}`: {e}"))
         })?;
         self.progress.finish(name, Some(output));
@@ -79,19 +122,21 @@ impl JobContext {
         Ok(value)
     }
 
-    /// Runs the cursor step `name` unless it already finished. The step gets
-    /// the last cursor it saved (`None` the first time) and records progress
-    /// with [`JobContext::set_cursor`]. Cursors are any serde type; different
-    /// steps of one job may use different types.
+    /// Runs the cursor step `name` unless it already finished. The closure
+    /// gets the last cursor the step saved (`None` the first time) and a
+    /// [`Cursor`] handle to record progress with. Cursors are any serde
+    /// type; different steps of one job may use different types, and steps
+    /// may run concurrently (each has its own cursor; their names must
+    /// differ).
     pub async fn step_cursor<C, F>(&self, name: &str, step: F) -> JobResult
     where
         C: Serialize + DeserializeOwned,
-        F: AsyncFnOnce(Option<C>) -> JobResult,
+        F: AsyncFnOnce(Option<C>, Cursor<C>) -> JobResult,
     {
         if self.progress.finished_output(name).is_some() {
             return Ok(());
         }
-        let cursor = self.progress.cursor(name).and_then(|bytes| {
+        let start = self.progress.cursor(name).and_then(|bytes| {
             codec::decode::<C>(&bytes)
                 .map_err(|e| {
                     log::warn!(
@@ -101,36 +146,41 @@ impl JobContext {
                 })
                 .ok()
         });
-        self.progress.begin(name);
-        if let Err(e) = step(cursor).await {
-            self.progress.abandon();
+        self.progress.begin(name).map_err(JobError::msg)?;
+        let cursor = Cursor {
+            step: name.into(),
+            progress: self.progress.clone(),
+            _type: PhantomData,
+        };
+        if let Err(e) = step(start, cursor).await {
+            self.progress.abandon(name);
             return Err(e);
         }
         self.progress.finish(name, None);
         self.checkpoint().await
     }
 
-    /// Records the running cursor step's progress. It is saved by the next
-    /// [`JobContext::checkpoint`] or [`JobContext::transaction`], and at the
-    /// latest when the attempt ends (success, error, panic, timeout or
-    /// shutdown). A `kill -9` loses what was not saved yet.
-    pub fn set_cursor<C: Serialize>(&self, cursor: &C) -> Result<(), JobError> {
-        let bytes = codec::encode(cursor)
-            .map_err(|e| JobError::msg(format!("could not encode cursor: {e}")))?;
-        self.progress.set_cursor(bytes).map_err(JobError::msg)
-    }
-
     /// Saves the progress now (one write, shared with other writes by group
     /// commit). Does nothing if nothing changed.
     pub async fn checkpoint(&self) -> JobResult {
-        let Some(bytes) = self.progress.take_if_dirty() else {
+        let Some(snapshot) = self.progress.take_if_dirty() else {
             return Ok(());
         };
-        let saved = self.shared.store.save_checkpoint(self.id, bytes).await;
-        saved.map_err(|e| {
-            self.progress.mark_dirty();
-            JobError::msg(format!("could not save progress: {e}"))
-        })
+        let saved = self
+            .shared
+            .store
+            .save_checkpoint(self.id, self.attempt, snapshot.bytes.clone())
+            .await;
+        match saved {
+            Ok(()) => {
+                self.progress.committed(snapshot);
+                Ok(())
+            }
+            Err(e) => {
+                self.progress.mark_dirty();
+                Err(JobError::msg(format!("could not save progress: {e}")))
+            }
+        }
     }
 
     /// Runs `work` in a transaction on the queue's own SQLite database and
@@ -139,13 +189,15 @@ impl JobContext {
     /// Set the cursor to the position *after* this work before calling it.
     ///
     /// `work` runs on the store's writer thread, inside its group commit:
-    /// keep it to quick SQL. If it returns an error, everything it wrote is
-    /// rolled back.
+    /// keep it to quick SQL. If it returns an error or panics, everything it
+    /// wrote is rolled back, and so is the progress it would have saved
+    /// (the cursor goes back to its last committed value), so the next
+    /// attempt redoes that work rather than skipping it.
     ///
     /// ```no_run
-    /// # use errands::{JobContext, JobResult};
-    /// # async fn copy(ctx: &JobContext, from: i64, to: i64) -> JobResult {
-    /// ctx.set_cursor(&to)?;
+    /// # use errands::{Cursor, JobContext, JobResult};
+    /// # async fn copy(ctx: &JobContext, cursor: &Cursor<i64>, from: i64, to: i64) -> JobResult {
+    /// cursor.set(&to)?;
     /// ctx.transaction(move |tx| {
     ///     tx.execute("INSERT INTO archive SELECT * FROM events WHERE id > ?1 AND id <= ?2", (from, to))?;
     ///     Ok(())
@@ -158,20 +210,26 @@ impl JobContext {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let bytes = self.progress.take();
+        let Some(snapshot) = self.progress.take() else {
+            return Err(JobError::msg("could not encode the job's progress"));
+        };
         let result = self.shared.store.transaction(
             self.id,
-            bytes,
+            self.attempt,
+            snapshot.bytes.clone(),
             Box::new(move |conn| {
                 work(conn).map(|value| Box::new(value) as Box<dyn std::any::Any + Send>)
             }),
         );
         match result.await {
-            Ok(value) => Ok(*value
-                .downcast::<T>()
-                .expect("the transaction returns what its closure returned")),
+            Ok(value) => {
+                self.progress.committed(snapshot);
+                Ok(*value
+                    .downcast::<T>()
+                    .expect("the transaction returns what its closure returned"))
+            }
             Err(e) => {
-                self.progress.mark_dirty();
+                self.progress.roll_back();
                 Err(JobError::msg(format!("transaction failed: {e}")))
             }
         }

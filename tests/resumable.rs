@@ -111,13 +111,13 @@ impl Job for Walk {
     const KIND: &'static str = "walk";
     async fn run(self, ctx: JobContext) -> JobResult {
         let visits = ctx.data::<Arc<Visits>>()?;
-        ctx.step_cursor("ids", async |last: Option<u32>| {
+        ctx.step_cursor("ids", async |last: Option<u32>, cursor| {
             for id in last.map_or(0, |l| l + 1)..1000 {
                 if id == 500 && ctx.attempt() == 1 {
                     panic!("disk on fire at {id}");
                 }
                 visits.0.lock().unwrap().push(id);
-                ctx.set_cursor(&id)?;
+                cursor.set(&id)?;
             }
             Ok(())
         })
@@ -216,10 +216,10 @@ impl Job for Export {
             Ok(())
         })
         .await?;
-        ctx.step_cursor("rows", async |last: Option<u32>| {
+        ctx.step_cursor("rows", async |last: Option<u32>, cursor| {
             for row in last.map_or(0, |l| l + 1)..10 {
                 gate.log.push(format!("row {row}"));
-                ctx.set_cursor(&row)?;
+                cursor.set(&row)?;
                 if row == 4 {
                     gate.reached.notify_one();
                     let _permit = gate.resume.acquire().await.map_err(JobError::msg)?;

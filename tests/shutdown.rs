@@ -94,7 +94,14 @@ async fn shutdown_releases_what_outlives_the_timeout_and_it_runs_after_restart()
         "{result:?}"
     );
     let released = common::wait_for(&mut events, |_| true).await;
-    assert_eq!(released, Event::Released { id, kind: "export" });
+    assert_eq!(
+        released,
+        Event::Released {
+            id,
+            kind: "export",
+            started: true
+        }
+    );
     let info = errands.job(id).await.unwrap().unwrap();
     assert_eq!(
         (info.state, info.attempts),

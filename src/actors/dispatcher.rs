@@ -30,11 +30,11 @@ use tokio::sync::oneshot;
 
 use super::scheduler::{Hint, Scheduler};
 use super::worker::{AbortRunning, AttemptDone, RunJobs, WorkerHandles};
-use super::Shared;
+use super::{Shared, StopActor};
 use crate::clock::ms_to_system_time;
 use crate::error::Result;
 use crate::events::Event;
-use crate::store::{ClaimedJob, FinishAndClaim, Finished, Outcome};
+use crate::store::{ClaimedJob, FinishAndClaim, Finished, FinishedAndClaimed, Outcome};
 
 /// Finish-and-claim requests one dispatcher keeps in flight at most.
 ///
@@ -92,7 +92,8 @@ impl KindSlots {
 
     /// How many more jobs a claim may take now.
     fn free(&self) -> usize {
-        (self.limit + self.prefetch)
+        self.limit
+            .saturating_add(self.prefetch)
             .saturating_sub(self.running + self.buffer.len() + self.reserved)
     }
 
@@ -117,10 +118,11 @@ impl KindSlots {
             .drain(..)
             .map(|job| PendingOutcome {
                 kind,
-                attempt: 0,
+                max_attempts: job.max_attempts,
                 finished: Finished {
                     id: job.id,
-                    outcome: Outcome::Released,
+                    attempt: job.attempt,
+                    outcome: Outcome::Released { started: false },
                     checkpoint: None,
                 },
             })
@@ -144,7 +146,7 @@ pub(crate) struct Drain {
 /// A finished attempt waiting to be written, with what its event needs.
 struct PendingOutcome {
     kind: &'static str,
-    attempt: u32,
+    max_attempts: u32,
     finished: Finished,
 }
 
@@ -156,6 +158,11 @@ struct Pump;
 struct Draining {
     waiters: Vec<oneshot::Sender<usize>>,
     released: usize,
+    /// The shutdown deadline passed: outcomes that still cannot be written
+    /// are given up (their rows stay `running` under this owner, whose lock
+    /// goes at close, so the next instance recovers them) rather than
+    /// keeping shutdown waiting forever.
+    deadline_passed: bool,
 }
 
 pub(crate) struct Dispatcher {
@@ -291,8 +298,8 @@ impl Dispatcher {
     /// The store answered a finish-and-claim request.
     fn written(
         &mut self,
-        result: Result<Vec<ClaimedJob>>,
-        outcomes: Vec<PendingOutcome>,
+        result: Result<FinishedAndClaimed>,
+        mut outcomes: Vec<PendingOutcome>,
         asked: Vec<(&'static str, usize)>,
         wakes: Vec<u64>,
         ctx: &mut Context<Self>,
@@ -304,35 +311,65 @@ impl Dispatcher {
             }
         }
         match result {
-            Ok(claimed) => {
-                self.write_backoff = None;
-                self.report(&outcomes);
-                self.start_jobs(claimed, &asked, &wakes);
+            Ok(answer) => {
+                let unwritten = take_indexes(&mut outcomes, &answer.unwritten);
+                self.report(&outcomes, ctx);
+                self.start_jobs(answer.claimed, &asked, &wakes);
                 self.release_buffers_if_draining();
-                self.pump(ctx);
-            }
-            Err(e) => {
-                // Nothing was written: keep the outcomes (first, in order)
-                // and try again after a pause, longer each time.
-                let pause = self.write_backoff.map_or(Duration::from_millis(50), |d| {
-                    (d * 2).min(Duration::from_secs(5))
-                });
-                log::error!(
-                    "errands: queue `{}`: could not write outcomes or claim jobs ({e}); retrying in {pause:?}",
-                    self.queue
-                );
-                self.write_backoff = Some(pause);
-                let later = std::mem::take(&mut self.pending);
-                self.pending = outcomes;
-                self.pending.extend(later);
-                if !self.paused {
-                    self.paused = true;
-                    ctx.run_later(pause, |act, ctx| {
-                        act.paused = false;
-                        act.pump(ctx);
-                    });
+                if unwritten.is_empty() {
+                    self.write_backoff = None;
+                    self.pump(ctx);
+                } else {
+                    self.retry_later(
+                        unwritten,
+                        "the database is full; outcomes that free space were written",
+                        false,
+                        ctx,
+                    );
                 }
             }
+            Err(e) => self.retry_later(outcomes, &e.to_string(), e.is_store_gone(), ctx),
+        }
+    }
+
+    /// Outcomes that could not be written: keep them (first, in order) and
+    /// try again after a pause, longer each time. Given up instead when the
+    /// store is gone for good, or at shutdown once the deadline passed.
+    fn retry_later(
+        &mut self,
+        outcomes: Vec<PendingOutcome>,
+        why: &str,
+        store_gone: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        let deadline_passed = self.draining.as_ref().is_some_and(|d| d.deadline_passed);
+        if store_gone || deadline_passed {
+            let ids: Vec<i64> = outcomes.iter().map(|p| p.finished.id).collect();
+            log::error!(
+                "errands: queue `{}`: giving up writing the outcomes of jobs {ids:?} ({why}); \
+                 they stay running under this instance until the next start recovers them",
+                self.queue
+            );
+            self.finish_drain_if_idle();
+            return;
+        }
+        let pause = self.write_backoff.map_or(Duration::from_millis(50), |d| {
+            (d * 2).min(Duration::from_secs(5))
+        });
+        log::error!(
+            "errands: queue `{}`: could not write outcomes or claim jobs ({why}); retrying in {pause:?}",
+            self.queue
+        );
+        self.write_backoff = Some(pause);
+        let later = std::mem::take(&mut self.pending);
+        self.pending = outcomes;
+        self.pending.extend(later);
+        if !self.paused {
+            self.paused = true;
+            ctx.run_later(pause, |act, ctx| {
+                act.paused = false;
+                act.pump(ctx);
+            });
         }
     }
 
@@ -388,27 +425,37 @@ impl Dispatcher {
         self.draining.is_none() && !self.shared.is_closing()
     }
 
-    /// Tells the scheduler about retries and subscribers about outcomes,
-    /// now that they are committed.
-    fn report(&self, outcomes: &[PendingOutcome]) {
+    /// Now that these outcomes are committed: makes retries run when due,
+    /// logs failures, and tells subscribers.
+    fn report(&mut self, outcomes: &[PendingOutcome], ctx: &mut Context<Self>) {
         let now = self.shared.clock.now_ms();
-        let next_retry = outcomes
-            .iter()
-            .filter_map(|p| match &p.finished.outcome {
-                Outcome::Retry { run_at, .. } => Some(*run_at),
-                _ => None,
-            })
-            .min();
-        if let Some(run_at) = next_retry {
-            if run_at > now {
-                self.scheduler.do_send(Hint(run_at));
+        let mut next_retry: Option<i64> = None;
+        for p in outcomes {
+            let Outcome::Retry { run_at, .. } = &p.finished.outcome else {
+                continue;
+            };
+            if *run_at <= now {
+                // Came due while its outcome was being written: nothing else
+                // would wake anyone for it before the next poll.
+                if let Some(slots) = self.slots(p.kind) {
+                    slots.wake();
+                }
+                self.pump_soon(ctx);
+            } else {
+                next_retry = Some(next_retry.map_or(*run_at, |n| n.min(*run_at)));
             }
+        }
+        if let Some(run_at) = next_retry {
+            self.scheduler.do_send(Hint(run_at));
+        }
+        for p in outcomes {
+            log_outcome(self.queue, p);
         }
         if !self.shared.wants_events() {
             return;
         }
         for p in outcomes {
-            let (id, kind, attempt) = (p.finished.id, p.kind, p.attempt);
+            let (id, kind, attempt) = (p.finished.id, p.kind, p.finished.attempt);
             let event = match &p.finished.outcome {
                 Outcome::Completed => Event::Completed { id, kind, attempt },
                 Outcome::Retry { run_at, error } => Event::Retrying {
@@ -424,9 +471,13 @@ impl Dispatcher {
                     attempt,
                     error: error.clone(),
                 },
-                Outcome::Released => Event::Released { id, kind },
+                Outcome::Released { started } => Event::Released {
+                    id,
+                    kind,
+                    started: *started,
+                },
             };
-            let _ = self.shared.events.send(event);
+            self.shared.send_event(event);
         }
     }
 
@@ -449,6 +500,9 @@ impl Dispatcher {
 
     /// The shutdown deadline passed: stop what still runs and release it.
     fn abort_running(&mut self, ctx: &mut Context<Self>) {
+        if let Some(draining) = self.draining.as_mut() {
+            draining.deadline_passed = true;
+        }
         for slots in &self.kinds {
             if slots.running == 0 {
                 continue;
@@ -463,14 +517,15 @@ impl Dispatcher {
                     if let Some(slots) = act.slots(kind) {
                         slots.running = slots.running.saturating_sub(aborted.len());
                     }
-                    for (id, checkpoint) in aborted {
+                    for job in aborted {
                         act.pending.push(PendingOutcome {
                             kind,
-                            attempt: 0,
+                            max_attempts: 0,
                             finished: Finished {
-                                id,
-                                outcome: Outcome::Released,
-                                checkpoint,
+                                id: job.id,
+                                attempt: job.attempt,
+                                outcome: Outcome::Released { started: true },
+                                checkpoint: job.checkpoint,
                             },
                         });
                     }
@@ -495,17 +550,13 @@ impl Actor for Dispatcher {
     }
 }
 
-impl Supervised for Dispatcher {
-    fn restarting(&mut self, _: &mut Context<Self>) {
-        // Requests in flight died with the old context; their slots and
-        // outcomes are recovered from the store's view on the next claim.
-        self.in_flight = 0;
-        self.paused = false;
-        for slots in &mut self.kinds {
-            slots.reserved = 0;
-            slots.maybe_ready = true;
-            slots.start_buffered();
-        }
+impl Handler<StopActor> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, _: StopActor, ctx: &mut Context<Self>) {
+        // Dropping the dispatcher drops its workers' addresses, and with
+        // them the workers.
+        ctx.stop();
     }
 }
 
@@ -550,7 +601,7 @@ impl Handler<AttemptDone> for Dispatcher {
         }
         self.pending.push(PendingOutcome {
             kind: msg.kind,
-            attempt: msg.attempt,
+            max_attempts: msg.max_attempts,
             finished: msg.finished,
         });
         self.pump_soon(ctx);
@@ -565,11 +616,48 @@ impl Handler<Drain> for Dispatcher {
         let draining = self.draining.get_or_insert(Draining {
             waiters: Vec::new(),
             released: 0,
+            deadline_passed: false,
         });
         draining.waiters.push(tx);
         self.release_buffers_if_draining();
         ctx.run_later(msg.deadline, |act, ctx| act.abort_running(ctx));
         self.pump(ctx);
         Box::pin(async move { rx.await.unwrap_or(0) })
+    }
+}
+
+/// Removes the outcomes at `indexes` from `outcomes` and returns them, in order.
+fn take_indexes(outcomes: &mut Vec<PendingOutcome>, indexes: &[usize]) -> Vec<PendingOutcome> {
+    if indexes.is_empty() {
+        return Vec::new();
+    }
+    let mut taken = Vec::with_capacity(indexes.len());
+    let mut kept = Vec::with_capacity(outcomes.len() - indexes.len());
+    for (i, outcome) in outcomes.drain(..).enumerate() {
+        if indexes.contains(&i) {
+            taken.push(outcome);
+        } else {
+            kept.push(outcome);
+        }
+    }
+    *outcomes = kept;
+    taken
+}
+
+/// Failed attempts at `warn`, dead jobs at `error`, once committed. The
+/// macros check the level first: nothing is formatted when it is off.
+fn log_outcome(queue: &str, p: &PendingOutcome) {
+    let (id, kind, attempt) = (p.finished.id, p.kind, p.finished.attempt);
+    match &p.finished.outcome {
+        Outcome::Retry { run_at, error } => log::warn!(
+            "errands: job {id} (kind `{kind}`, queue `{queue}`) failed attempt {attempt} of {}: {error}; next attempt at {}",
+            p.max_attempts,
+            crate::clock::rfc3339(*run_at)
+        ),
+        Outcome::Dead { error } => log::error!(
+            "errands: job {id} (kind `{kind}`, queue `{queue}`) is dead after attempt {attempt} of {}: {error}",
+            p.max_attempts
+        ),
+        _ => {}
     }
 }

@@ -2,19 +2,28 @@
 //! prunes retained jobs, and runs graceful shutdown.
 //!
 //! The builder opens the store and recovers orphaned jobs before anything
-//! is claimed, then starts the scheduler and one dispatcher per queue under
-//! actix's `Supervisor` (restarted if they ever stop) and hands them to this
-//! actor. From then on it checks every `recovery_interval` for other
-//! processes sharing the file that died, puts their jobs back and wakes the
-//! dispatchers.
+//! is claimed, then starts the scheduler and one dispatcher per queue and
+//! hands them to this actor. From then on it checks every
+//! `recovery_interval` for other processes sharing the file that died, puts
+//! their jobs back and wakes the dispatchers.
+//!
+//! Shutdown is one sequence, however many callers ask for it: drain every
+//! queue (running jobs get until the deadline, the rest go back), close the
+//! store (the SQLite file is left self-contained), close the event stream,
+//! then stop every actor so that the threads, connections and memory that
+//! `start()` took are given back once the handle is dropped. A second
+//! `shutdown()` waits for the first and gets the same answer.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use tokio::sync::oneshot;
 
 use super::dispatcher::{Dispatcher, Drain, Wake};
-use super::Shared;
+use super::scheduler::Scheduler;
+use super::{Shared, StopActor};
+use crate::clock::ms_before;
 use crate::error::{Error, Result};
 
 /// Drain every queue, release what is still running at the deadline, and
@@ -25,32 +34,58 @@ pub(crate) struct Shutdown {
     pub timeout: Duration,
 }
 
+/// How a finished shutdown went, kept to answer later callers alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ShutdownEnd {
+    /// Every job finished or was never started.
+    Clean,
+    /// Some jobs were stopped at this deadline and put back.
+    Released(Duration),
+}
+
+impl ShutdownEnd {
+    pub(crate) fn result(self) -> Result<()> {
+        match self {
+            ShutdownEnd::Clean => Ok(()),
+            ShutdownEnd::Released(timeout) => Err(Error::ShutdownTimeout(timeout)),
+        }
+    }
+}
+
+enum ShutdownState {
+    Running,
+    Draining(Vec<oneshot::Sender<ShutdownEnd>>),
+}
+
 pub(crate) struct Supervisor {
     shared: Arc<Shared>,
     dispatchers: Vec<Addr<Dispatcher>>,
+    scheduler: Addr<Scheduler>,
     recovery_interval: Duration,
     retain_completed: Option<Duration>,
-    stopping: bool,
+    shutdown: ShutdownState,
 }
 
 impl Supervisor {
     pub(crate) fn new(
         shared: Arc<Shared>,
         dispatchers: Vec<Addr<Dispatcher>>,
+        scheduler: Addr<Scheduler>,
         recovery_interval: Duration,
         retain_completed: Option<Duration>,
     ) -> Self {
         Supervisor {
             shared,
             dispatchers,
+            scheduler,
             recovery_interval,
             retain_completed,
-            stopping: false,
+            shutdown: ShutdownState::Running,
         }
     }
 
     fn recover(&mut self, ctx: &mut Context<Self>) {
-        if self.stopping {
+        if !matches!(self.shutdown, ShutdownState::Running) {
             return;
         }
         let now = self.shared.clock.now_ms();
@@ -70,7 +105,7 @@ impl Supervisor {
         let Some(retention) = self.retain_completed else {
             return;
         };
-        let before = self.shared.clock.now_ms() - retention.as_millis() as i64;
+        let before = ms_before(self.shared.clock.now_ms(), retention);
         let request = self.shared.store.prune_completed(before);
         ctx.spawn(request.into_actor(self).map(|result, _, _| {
             if let Err(e) = result {
@@ -93,10 +128,21 @@ impl Actor for Supervisor {
 }
 
 impl Handler<Shutdown> for Supervisor {
-    type Result = ResponseActFuture<Self, Result<()>>;
+    type Result = ResponseFuture<Result<()>>;
 
-    fn handle(&mut self, msg: Shutdown, _: &mut Context<Self>) -> Self::Result {
-        self.stopping = true;
+    fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        let answer = Box::pin(async move {
+            // The supervisor stops only after answering every waiter.
+            rx.await.unwrap_or(ShutdownEnd::Clean).result()
+        });
+        match &mut self.shutdown {
+            ShutdownState::Draining(waiters) => {
+                waiters.push(tx);
+                return answer;
+            }
+            ShutdownState::Running => self.shutdown = ShutdownState::Draining(vec![tx]),
+        }
         let drains: Vec<_> = self
             .dispatchers
             .iter()
@@ -108,27 +154,39 @@ impl Handler<Shutdown> for Supervisor {
             .collect();
         let store = self.shared.store.clone();
         let timeout = msg.timeout;
-        Box::pin(
-            async move {
-                let mut released = 0;
-                for drain in drains {
-                    released += drain.await.unwrap_or(0);
-                }
-                store.close().await?;
-                if released > 0 {
-                    log::warn!(
-                        "errands: shutdown released {released} unfinished jobs back to the queue"
-                    );
-                    Err(Error::ShutdownTimeout(timeout))
-                } else {
-                    Ok(())
+        let sequence = async move {
+            let mut released = 0;
+            for drain in drains {
+                released += drain.await.unwrap_or(0);
+            }
+            if let Err(e) = store.close().await {
+                log::error!("errands: closing the store failed: {e}");
+            }
+            if released > 0 {
+                log::warn!(
+                    "errands: shutdown released {released} unfinished jobs back to the queue"
+                );
+                ShutdownEnd::Released(timeout)
+            } else {
+                ShutdownEnd::Clean
+            }
+        };
+        ctx.spawn(sequence.into_actor(self).map(|end, act, ctx| {
+            act.shared.close_events();
+            act.shared.set_shutdown_end(end);
+            for dispatcher in &act.dispatchers {
+                dispatcher.do_send(StopActor);
+            }
+            act.scheduler.do_send(StopActor);
+            if let ShutdownState::Draining(waiters) =
+                std::mem::replace(&mut act.shutdown, ShutdownState::Running)
+            {
+                for waiter in waiters {
+                    let _ = waiter.send(end);
                 }
             }
-            .into_actor(self)
-            .map(|result, _, ctx| {
-                ctx.stop();
-                result
-            }),
-        )
+            ctx.stop();
+        }));
+        answer
     }
 }

@@ -9,17 +9,19 @@
 //! once with the decoder's message: retrying cannot fix it.
 
 use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use actix::prelude::*;
 use actix_rt::task::JoinHandle;
 
-use super::unwind::CatchUnwind;
+use super::unwind::{panic_message, CatchUnwind};
 use super::Shared;
+use crate::clock::ms_after;
 use crate::codec;
 use crate::config::JobConfig;
 use crate::context::JobContext;
-use crate::job::Job;
+use crate::job::{Job, JobResult};
 use crate::progress::Progress;
 use crate::store::{ClaimedJob, Finished, Outcome};
 
@@ -31,7 +33,7 @@ pub(crate) struct RunJobs(pub Vec<ClaimedJob>);
 /// Stop every attempt still running (shutdown deadline passed); answers
 /// their job ids and unsaved progress.
 #[derive(Message)]
-#[rtype(result = "Vec<(i64, Option<Vec<u8>>)>")]
+#[rtype(result = "Vec<Aborted>")]
 pub(crate) struct AbortRunning;
 
 /// An attempt ended; sent by the attempt's task to the dispatcher.
@@ -39,8 +41,16 @@ pub(crate) struct AbortRunning;
 #[rtype(result = "()")]
 pub(crate) struct AttemptDone {
     pub kind: &'static str,
-    pub attempt: u32,
+    pub max_attempts: u32,
     pub finished: Finished,
+}
+
+/// An attempt stopped at the shutdown deadline, to be released.
+pub(crate) struct Aborted {
+    pub id: i64,
+    pub attempt: u32,
+    /// Progress not yet saved.
+    pub checkpoint: Option<Vec<u8>>,
 }
 
 /// The addresses a dispatcher keeps for one kind's worker.
@@ -78,7 +88,7 @@ struct Worker<J: Job> {
     shared: Arc<Shared>,
     /// Tasks started and possibly still running, with their progress, for
     /// shutdown.
-    tasks: Vec<(i64, JoinHandle<()>, Arc<Progress>)>,
+    tasks: Vec<(Aborted, JoinHandle<()>, Arc<Progress>)>,
     _job: PhantomData<fn() -> J>,
 }
 
@@ -90,12 +100,16 @@ impl<J: Job> Handler<RunJobs> for Worker<J> {
     type Result = ();
 
     fn handle(&mut self, msg: RunJobs, _: &mut Self::Context) {
-        if self.tasks.len() > 2 * self.config.concurrency {
+        if self.tasks.len() > self.config.concurrency.saturating_mul(2) {
             self.tasks.retain(|(_, task, _)| !task.is_finished());
         }
         for job in msg.0 {
-            let id = job.id;
-            let progress = Arc::new(Progress::from_checkpoint(id, job.checkpoint.as_deref()));
+            let started = Aborted {
+                id: job.id,
+                attempt: job.attempt,
+                checkpoint: None,
+            };
+            let progress = Arc::new(Progress::from_checkpoint(job.id, job.checkpoint.as_deref()));
             let task = actix_rt::spawn(run_attempt::<J>(
                 job,
                 self.queue,
@@ -104,7 +118,7 @@ impl<J: Job> Handler<RunJobs> for Worker<J> {
                 progress.clone(),
                 self.report.clone(),
             ));
-            self.tasks.push((id, task, progress));
+            self.tasks.push((started, task, progress));
         }
     }
 }
@@ -116,10 +130,11 @@ impl<J: Job> Handler<AbortRunning> for Worker<J> {
         // A finished task has already reported its outcome; an unfinished
         // one never will once aborted, so its job is released instead.
         let mut aborted = Vec::new();
-        for (id, task, progress) in self.tasks.drain(..) {
+        for (mut job, task, progress) in self.tasks.drain(..) {
             if !task.is_finished() {
                 task.abort();
-                aborted.push((id, progress.take_if_dirty()));
+                job.checkpoint = progress.take_if_dirty().map(|snapshot| snapshot.bytes);
+                aborted.push(job);
             }
         }
         MessageResult(aborted)
@@ -135,10 +150,8 @@ async fn run_attempt<J: Job>(
     progress: Arc<Progress>,
     report: Recipient<AttemptDone>,
 ) {
-    let outcome = match codec::decode::<J>(&job.payload) {
-        Err(e) => Outcome::Dead {
-            error: format!("payload could not be decoded as `{}`: {e}", J::KIND),
-        },
+    let ran = match codec::decode::<J>(&job.payload) {
+        Err(e) => Ran::Undecodable(e),
         Ok(value) => {
             let ctx = JobContext {
                 id: job.id,
@@ -150,47 +163,123 @@ async fn run_attempt<J: Job>(
                 progress: progress.clone(),
             };
             let attempt = CatchUnwind(Box::pin(value.run(ctx)));
-            let result = match config.timeout {
+            Ran::Finished(match config.timeout {
                 None => attempt.await,
                 Some(limit) => match actix_rt::time::timeout(limit, attempt).await {
                     Ok(result) => result,
                     Err(_) => Err(format!("timed out after {limit:?}")),
                 },
-            };
-            match result {
-                Ok(Ok(())) => Outcome::Completed,
-                Ok(Err(e)) if e.is_permanent() => Outcome::Dead {
-                    error: e.message().to_string(),
-                },
-                Ok(Err(e)) => failed(&job, &config, &shared, e.message().to_string()),
-                Err(panic_or_timeout) => failed(&job, &config, &shared, panic_or_timeout),
+            })
+        }
+    };
+    // Deciding the outcome is errands' own code, but nothing in it may keep
+    // the attempt from ending: a panic here would leak the kind's slot and
+    // make shutdown wait forever. So it is guarded too, with a fallback
+    // that cannot panic.
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        decide::<J>(&job, &config, &shared, ran)
+    }))
+    .unwrap_or_else(|payload| {
+        let error = format!(
+            "errands could not decide this attempt's outcome ({})",
+            panic_message(payload)
+        );
+        log::error!("errands: job {} of kind `{}`: {error}", job.id, J::KIND);
+        if job.attempt >= job.max_attempts {
+            Outcome::Dead { error }
+        } else {
+            Outcome::Retry {
+                run_at: shared.clock.now_ms().saturating_add(60_000),
+                error,
             }
         }
+    });
+    // A completed job's row is gone; anything else keeps its progress.
+    let checkpoint = match outcome {
+        Outcome::Completed => None,
+        _ => progress.take_if_dirty().map(|snapshot| snapshot.bytes),
     };
     report.do_send(AttemptDone {
         kind: J::KIND,
-        attempt: job.attempt,
+        max_attempts: job.max_attempts,
         finished: Finished {
             id: job.id,
-            // A completed job's row is gone; anything else keeps its progress.
-            checkpoint: match outcome {
-                Outcome::Completed => None,
-                _ => progress.take_if_dirty(),
-            },
+            attempt: job.attempt,
+            checkpoint,
             outcome,
         },
     });
 }
 
+/// How an attempt's handler ended, before errands decides what follows.
+enum Ran {
+    /// The payload did not decode into `J`; the handler never ran.
+    Undecodable(String),
+    /// The handler's result, or the panic or timeout that ended it.
+    Finished(Result<JobResult, String>),
+}
+
+/// The outcome of an attempt: done, retry after the backoff, or dead.
+fn decide<J: Job>(job: &ClaimedJob, config: &JobConfig, shared: &Shared, ran: Ran) -> Outcome {
+    match ran {
+        Ran::Undecodable(e) => Outcome::Dead {
+            error: bounded(format!(
+                "payload could not be decoded as `{}`: {e}",
+                J::KIND
+            )),
+        },
+        Ran::Finished(Ok(Ok(()))) => Outcome::Completed,
+        Ran::Finished(Ok(Err(e))) if e.is_permanent() => Outcome::Dead {
+            error: bounded(e.message().to_string()),
+        },
+        Ran::Finished(Ok(Err(e))) => failed(job, config, shared, e.message().to_string()),
+        Ran::Finished(Err(panic_or_timeout)) => failed(job, config, shared, panic_or_timeout),
+    }
+}
+
 /// A failed attempt: retry after the backoff, or dead if it was the last.
 fn failed(job: &ClaimedJob, config: &JobConfig, shared: &Shared, error: String) -> Outcome {
+    let error = bounded(error);
     if job.attempt >= job.max_attempts {
         Outcome::Dead { error }
     } else {
         let delay = config.backoff.delay(job.attempt);
         Outcome::Retry {
-            run_at: shared.clock.now_ms() + delay.as_millis() as i64,
+            run_at: ms_after(shared.clock.now_ms(), delay),
             error,
         }
+    }
+}
+
+/// The longest error message stored with a job. Errors are for people;
+/// a megabyte of them in every retried row would bloat the table the
+/// dispatchers scan (and, on a full disk, keep the outcome from fitting).
+pub(crate) const MAX_ERROR_BYTES: usize = 8 * 1024;
+
+/// `error`, cut at [`MAX_ERROR_BYTES`] on a character boundary and marked.
+fn bounded(mut error: String) -> String {
+    if error.len() > MAX_ERROR_BYTES {
+        let mut cut = MAX_ERROR_BYTES;
+        while !error.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let dropped = error.len() - cut;
+        error.truncate(cut);
+        error.push_str(&format!("… ({dropped} more bytes not stored)"));
+    }
+    error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_errors_are_cut_on_a_character_boundary() {
+        assert_eq!(bounded("short".into()), "short");
+        let long = "é".repeat(MAX_ERROR_BYTES); // two bytes each
+        let cut = bounded(long);
+        assert!(cut.starts_with(&"é".repeat(MAX_ERROR_BYTES / 2)));
+        assert!(cut.ends_with(&format!("({} more bytes not stored)", MAX_ERROR_BYTES)));
     }
 }

@@ -36,7 +36,9 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Writes finished attempts and claims new jobs, atomically, in one
     /// transaction: the dispatcher's whole conversation with the store.
-    fn finish_and_claim(&self, batch: FinishAndClaim) -> StoreFuture<Vec<ClaimedJob>>;
+    /// On a full database, outcomes that free space (completions) still
+    /// commit; those that need space are answered as unwritten.
+    fn finish_and_claim(&self, batch: FinishAndClaim) -> StoreFuture<FinishedAndClaimed>;
 
     /// Puts back every running job whose owner is no longer alive (a job at
     /// its last attempt goes dead instead). Answers how many rows moved.
@@ -68,19 +70,23 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Deletes retained completed jobs that finished before `before`.
     fn prune_completed(&self, before: i64) -> StoreFuture<u64>;
 
-    /// Saves a running job's progress (only while this process owns it).
-    fn save_checkpoint(&self, id: i64, checkpoint: Vec<u8>) -> StoreFuture<()>;
+    /// Saves a running job's progress (only while this process owns that
+    /// attempt).
+    fn save_checkpoint(&self, id: i64, attempt: u32, checkpoint: Vec<u8>) -> StoreFuture<()>;
 
     /// Runs the handler's `work` and saves the job's progress in one
     /// transaction (`ctx.transaction`).
     fn transaction(
         &self,
         id: i64,
+        attempt: u32,
         checkpoint: Vec<u8>,
         work: TransactionWork,
     ) -> StoreFuture<Box<dyn Any + Send>>;
 
     /// Marks this process as gone: its lock is released so that others may
-    /// recover anything it still holds. Called last at shutdown.
+    /// recover anything it still holds, and the database is left
+    /// self-contained (SQLite: the WAL checkpointed into the file and the
+    /// writer's connection closed). Called last at shutdown.
     fn close(&self) -> StoreFuture<()>;
 }

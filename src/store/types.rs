@@ -33,14 +33,19 @@ pub(crate) enum Outcome {
     Retry { run_at: i64, error: String },
     /// Failed for good (attempts used up, permanent error, bad payload).
     Dead { error: String },
-    /// Not finished at shutdown: back to the queue, this attempt not counted.
-    Released,
+    /// Not finished at shutdown: back to the queue, this attempt not
+    /// counted. `started` is false for a job claimed ahead (prefetch) whose
+    /// handler never ran.
+    Released { started: bool },
 }
 
 /// One finished attempt.
 #[derive(Debug, Clone)]
 pub(crate) struct Finished {
     pub id: i64,
+    /// The attempt this outcome belongs to: the write is conditioned on it
+    /// (and on the owner), so a stale outcome can never touch a later attempt.
+    pub attempt: u32,
     pub outcome: Outcome,
     /// Progress to save with the outcome (resumable jobs), if any changed.
     pub checkpoint: Option<Vec<u8>>,
@@ -54,6 +59,17 @@ pub(crate) struct FinishAndClaim {
     pub queue: &'static str,
     pub claims: Vec<(&'static str, usize)>,
     pub now: i64,
+}
+
+/// The store's answer to a [`FinishAndClaim`].
+#[derive(Debug, Default)]
+pub(crate) struct FinishedAndClaimed {
+    /// The jobs claimed, in claim order.
+    pub claimed: Vec<ClaimedJob>,
+    /// Indexes (into the request's `finished`) of outcomes that could not be
+    /// written because the database is full; everything else committed.
+    /// The caller keeps them and tries again later.
+    pub unwritten: Vec<usize>,
 }
 
 /// Which dead jobs a requeue or purge applies to.

@@ -90,13 +90,13 @@ impl Job for CursorWalk {
     const KIND: &'static str = "cursor_walk";
     async fn run(self, ctx: JobContext) -> JobResult {
         let ledger = ctx.data::<Arc<Ledger>>()?;
-        ctx.step_cursor("walk", async |last: Option<u32>| {
+        ctx.step_cursor("walk", async |last: Option<u32>, cursor| {
             let start = last.map_or(0, |l| l + 1);
             println!("resume from {start}");
             for id in start..self.n {
                 ledger.record("visit", id as i64, ctx.attempt());
                 if id % 100 == 99 {
-                    ctx.set_cursor(&id)?;
+                    cursor.set(&id)?;
                     ctx.checkpoint().await?;
                     println!("saved {id}");
                     actix_rt::time::sleep(Duration::from_millis(1)).await;
@@ -118,12 +118,12 @@ struct TxCopy {
 impl Job for TxCopy {
     const KIND: &'static str = "tx_copy";
     async fn run(self, ctx: JobContext) -> JobResult {
-        ctx.step_cursor("copy", async |last: Option<u32>| {
+        ctx.step_cursor("copy", async |last: Option<u32>, cursor| {
             let start = last.map_or(0, |l| l + 1);
             println!("resume from {start}");
             for first in (start..self.n).step_by(50) {
                 let end = (first + 49).min(self.n - 1);
-                ctx.set_cursor(&end)?;
+                cursor.set(&end)?;
                 ctx.transaction(move |tx| {
                     let mut insert = tx.prepare_cached("INSERT INTO copied (id) VALUES (?1)")?;
                     for id in first..=end {

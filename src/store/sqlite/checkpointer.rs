@@ -30,9 +30,11 @@ const EVERY: Duration = Duration::from_millis(20);
 /// The writer's own automatic checkpoint threshold (pages), as a safety valve.
 pub(super) const WRITER_AUTOCHECKPOINT_PAGES: u32 = 20_000;
 
-/// Keeps the checkpointer thread alive; dropping it stops the thread.
+/// Keeps the checkpointer thread alive; dropping it stops the thread
+/// (without waiting), [`Checkpointer::stop`] stops it and waits.
 pub(super) struct Checkpointer {
-    _stop: Sender<()>,
+    stop: Sender<()>,
+    thread: thread::JoinHandle<()>,
 }
 
 impl Checkpointer {
@@ -41,7 +43,7 @@ impl Checkpointer {
         let conn = Connection::open(path)?;
         conn.busy_timeout(busy_timeout)?;
         let (stop, stopped) = mpsc::channel::<()>();
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("errands-sqlite-checkpoint".into())
             .spawn(move || {
                 // Runs until the store is dropped (the sender goes away).
@@ -58,6 +60,13 @@ impl Checkpointer {
                     Some(e.to_string()),
                 )
             })?;
-        Ok(Checkpointer { _stop: stop })
+        Ok(Checkpointer { stop, thread })
+    }
+
+    /// Stops the thread and waits for it (and its connection) to end.
+    /// Blocks for at most one passive checkpoint.
+    pub(super) fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
     }
 }

@@ -29,7 +29,9 @@ use rusqlite::{Connection, OpenFlags};
 pub use options::{SqliteOptions, Synchronous};
 use writer::Writer;
 
-use super::{ClaimedJob, DeadTarget, FinishAndClaim, NewJob, Store, StoreFuture, TransactionWork};
+use super::{
+    DeadTarget, FinishAndClaim, FinishedAndClaimed, NewJob, Store, StoreFuture, TransactionWork,
+};
 use crate::error::{Error, Result};
 use crate::inspect::{Counts, JobInfo};
 
@@ -39,7 +41,8 @@ pub(crate) struct SqliteStore {
     pool: Pool<SqliteConnectionManager>,
     owner: Arc<str>,
     lock_dir: PathBuf,
-    lock: Mutex<Option<owners::OwnerLock>>,
+    /// This owner's liveness lock; `None` once closed.
+    lock: Arc<Mutex<Option<owners::OwnerLock>>>,
     retain_completed: bool,
     /// Stopped (dropped) at close.
     checkpointer: Mutex<Option<checkpointer::Checkpointer>>,
@@ -67,7 +70,7 @@ impl SqliteStore {
         configure_writer(&conn, options).map_err(open_error)?;
         schema::migrate(&conn)?;
 
-        let lock_dir = owners::lock_dir(&path);
+        let lock_dir = owners::lock_dir(&path)?;
         let owner = owners::new_owner_id();
         let lock = owners::OwnerLock::acquire(&lock_dir, &owner)?;
 
@@ -93,7 +96,7 @@ impl SqliteStore {
             pool,
             owner: owner.into(),
             lock_dir,
-            lock: Mutex::new(Some(lock)),
+            lock: Arc::new(Mutex::new(Some(lock))),
             retain_completed,
             checkpointer: Mutex::new(Some(checkpointer)),
         })
@@ -116,6 +119,9 @@ impl SqliteStore {
         })
     }
 }
+
+/// The largest `max_page_count` SQLite accepts.
+const SQLITE_MAX_PAGE_COUNT: u64 = 4_294_967_294;
 
 fn configure_writer(conn: &Connection, options: &SqliteOptions) -> rusqlite::Result<()> {
     // SQLite quietly opens a write-protected file read-only; writing is the
@@ -155,7 +161,9 @@ fn configure_writer(conn: &Connection, options: &SqliteOptions) -> rusqlite::Res
     )?;
     if let Some(bytes) = options.max_database_bytes {
         let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
-        let pages = (bytes as i64 / page_size).max(1);
+        let page_size = page_size.max(512) as u64;
+        // SQLite's own ceiling; a cap at or above it (`u64::MAX`) is no cap.
+        let pages = (bytes / page_size).clamp(1, SQLITE_MAX_PAGE_COUNT);
         conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
     }
     // Writing is the point: fail now, at open, on a read-only file.
@@ -173,7 +181,7 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn finish_and_claim(&self, batch: FinishAndClaim) -> StoreFuture<Vec<ClaimedJob>> {
+    fn finish_and_claim(&self, batch: FinishAndClaim) -> StoreFuture<FinishedAndClaimed> {
         let owner = self.owner.clone();
         let retain = self.retain_completed;
         Box::pin(
@@ -185,10 +193,13 @@ impl Store for SqliteStore {
     fn recover_orphans(&self, now: i64) -> StoreFuture<usize> {
         let owner = self.owner.clone();
         let dir = self.lock_dir.clone();
-        Box::pin(
-            self.writer
-                .submit(move |conn| writes::recover_orphans(conn, &owner, &dir, now)),
-        )
+        let lock = self.lock.clone();
+        Box::pin(self.writer.submit(move |conn| {
+            if let Some(lock) = lock.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                lock.ensure_present();
+            }
+            writes::recover_orphans(conn, &owner, &dir, now)
+        }))
     }
 
     fn next_run_at(&self, kinds: Vec<(String, String)>, after: i64) -> StoreFuture<Option<i64>> {
@@ -229,39 +240,57 @@ impl Store for SqliteStore {
         )
     }
 
-    fn save_checkpoint(&self, id: i64, checkpoint: Vec<u8>) -> StoreFuture<()> {
+    fn save_checkpoint(&self, id: i64, attempt: u32, checkpoint: Vec<u8>) -> StoreFuture<()> {
         let owner = self.owner.clone();
         Box::pin(
-            self.writer
-                .submit(move |conn| writes::save_checkpoint(conn, &owner, id, &checkpoint)),
+            self.writer.submit(move |conn| {
+                writes::save_checkpoint(conn, &owner, id, attempt, &checkpoint)
+            }),
         )
     }
 
     fn transaction(
         &self,
         id: i64,
+        attempt: u32,
         checkpoint: Vec<u8>,
         work: TransactionWork,
     ) -> StoreFuture<Box<dyn Any + Send>> {
         let owner = self.owner.clone();
         Box::pin(self.writer.submit(move |conn| {
             let value = work(conn)?;
-            writes::save_checkpoint(conn, &owner, id, &checkpoint)?;
+            writes::save_checkpoint(conn, &owner, id, attempt, &checkpoint)?;
             Ok(value)
         }))
     }
 
     fn close(&self) -> StoreFuture<()> {
         let lock = self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
-        drop(
-            self.checkpointer
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take(),
-        );
+        let checkpointer = self
+            .checkpointer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let writer = self.writer.clone();
+        let owner = self.owner.clone();
         Box::pin(async move {
+            // The checkpointer first, so that the writer's final TRUNCATE
+            // checkpoint does not wait for (or race) a passive one.
+            if let Some(checkpointer) = checkpointer {
+                actix_rt::task::spawn_blocking(move || checkpointer.stop())
+                    .await
+                    .map_err(|_| Error::Closed)?;
+            }
+            let holds_jobs = writer
+                .submit(move |conn| writes::running_count(conn, &owner))
+                .await
+                .map_or(true, |n| n > 0);
+            writer.close().await;
+            // Last: only now may others recover what this owner still holds.
+            // Its file stays if it does hold jobs (outcomes that could not be
+            // written), so that the next recovery pass finds it dead.
             if let Some(lock) = lock {
-                lock.remove();
+                lock.release(!holds_jobs);
             }
             Ok(())
         })

@@ -61,10 +61,11 @@ fn in_state(model: &BTreeMap<i64, Model>, state: JobState) -> Vec<i64> {
         .collect()
 }
 
-async fn finish(store: &SqliteStore, id: i64, outcome: Outcome) {
+async fn finish(store: &SqliteStore, id: i64, attempt: u32, outcome: Outcome) {
     let batch = FinishAndClaim {
         finished: vec![Finished {
             id,
+            attempt,
             outcome,
             checkpoint: None,
         }],
@@ -117,6 +118,7 @@ async fn run(ops: Vec<Op>) {
                     .finish_and_claim(batch)
                     .await
                     .unwrap()
+                    .claimed
                     .iter()
                     .map(|j| j.id)
                     .collect();
@@ -134,7 +136,7 @@ async fn run(ops: Vec<Op>) {
             }
             Op::Complete(i) => {
                 if let Some(id) = pick(in_state(&model, JobState::Running), i) {
-                    finish(&store, id, Outcome::Completed).await;
+                    finish(&store, id, model[&id].attempts, Outcome::Completed).await;
                     model.remove(&id);
                     gone.push(id);
                 }
@@ -152,7 +154,8 @@ async fn run(ops: Vec<Op>) {
                             error: "again".into(),
                         }
                     };
-                    finish(&store, id, outcome).await;
+                    let attempt = m.attempts;
+                    finish(&store, id, attempt, outcome).await;
                 }
             }
             Op::Crash => {

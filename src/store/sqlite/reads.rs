@@ -47,7 +47,10 @@ pub(super) fn dead_jobs(
           WHERE state = 'dead' AND (?1 IS NULL OR queue = ?1)
           ORDER BY finished_at DESC, id DESC LIMIT ?2"
     ))?;
-    let rows = stmt.query_map(params![queue, limit as i64], |row| job_info(row, 0))?;
+    let rows = stmt.query_map(
+        params![queue, i64::try_from(limit).unwrap_or(i64::MAX)],
+        |row| job_info(row, 0),
+    )?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 

@@ -5,13 +5,16 @@
 //! process was presumed dead and its job recovered by another, the late
 //! outcome changes nothing rather than clobbering the new attempt.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::owners;
 use crate::error::{Error, Result};
-use crate::store::{ClaimedJob, DeadTarget, FinishAndClaim, Finished, NewJob, Outcome};
+use crate::store::{
+    ClaimedJob, DeadTarget, FinishAndClaim, Finished, FinishedAndClaimed, NewJob, Outcome,
+};
 
 /// Rows per multi-row `INSERT`: fewer statements for big batches.
 const INSERT_CHUNK: usize = 32;
@@ -69,26 +72,58 @@ pub(super) fn finish_and_claim(
     owner: &str,
     retain_completed: bool,
     batch: &FinishAndClaim,
-) -> Result<Vec<ClaimedJob>> {
-    for finished in &batch.finished {
-        write_outcome(conn, owner, retain_completed, batch.now, finished)?;
+) -> Result<FinishedAndClaimed> {
+    let mut answer = FinishedAndClaimed::default();
+    // Completions first: on a full database their deletes free the pages
+    // that the other outcomes' updates may need.
+    let completions = batch
+        .finished
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| matches!(f.outcome, Outcome::Completed));
+    let others = batch
+        .finished
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !matches!(f.outcome, Outcome::Completed));
+    for (index, finished) in completions.chain(others) {
+        match write_outcome(conn, owner, retain_completed, batch.now, finished) {
+            Ok(()) => {}
+            // One statement failed and SQLite undid just that statement:
+            // keep the others, hand this one back to be tried again. One
+            // outcome that grows a row must not hold back the rest.
+            Err(Error::Database(e)) if is_full(&e) && !conn.is_autocommit() => {
+                answer.unwritten.push(index)
+            }
+            Err(e) => return Err(e),
+        }
     }
-    let mut claimed = Vec::new();
     for (kind, limit) in &batch.claims {
         if *limit == 0 {
             continue;
         }
-        claim(
+        let claimed = claim(
             conn,
             owner,
             batch.queue,
             kind,
             *limit,
             batch.now,
-            &mut claimed,
-        )?;
+            &mut answer.claimed,
+        );
+        match claimed {
+            Ok(()) => {}
+            // No room to mark jobs running: claim nothing more this round.
+            Err(Error::Database(e)) if is_full(&e) && !conn.is_autocommit() => break,
+            Err(e) => return Err(e),
+        }
     }
-    Ok(claimed)
+    Ok(answer)
+}
+
+/// Whether SQLite said the database (or the disk) is full.
+fn is_full(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
 }
 
 fn write_outcome(
@@ -99,39 +134,44 @@ fn write_outcome(
     finished: &Finished,
 ) -> Result<()> {
     let checkpoint = finished.checkpoint.as_deref();
+    let (id, attempt) = (finished.id, finished.attempt);
+    // Every statement is conditioned on this owner *and* this attempt: if the
+    // job was recovered and claimed again meanwhile (even by this process,
+    // under the same owner id), a stale outcome changes nothing.
     match &finished.outcome {
         Outcome::Completed if retain_completed => conn
             .prepare_cached(
-                "UPDATE errands_jobs SET state = 'completed', owner = NULL, finished_at = ?3
-                 WHERE id = ?1 AND owner = ?2 AND state = 'running'",
+                "UPDATE errands_jobs SET state = 'completed', owner = NULL, finished_at = ?4
+                 WHERE id = ?1 AND owner = ?2 AND attempts = ?3 AND state = 'running'",
             )?
-            .execute(params![finished.id, owner, now])?,
+            .execute(params![id, owner, attempt, now])?,
         Outcome::Completed => conn
             .prepare_cached(
-                "DELETE FROM errands_jobs WHERE id = ?1 AND owner = ?2 AND state = 'running'",
+                "DELETE FROM errands_jobs
+                 WHERE id = ?1 AND owner = ?2 AND attempts = ?3 AND state = 'running'",
             )?
-            .execute(params![finished.id, owner])?,
+            .execute(params![id, owner, attempt])?,
         Outcome::Retry { run_at, error } => conn
             .prepare_cached(
-                "UPDATE errands_jobs SET state = 'available', owner = NULL, run_at = ?3,
-                    last_error = ?4, checkpoint = coalesce(?5, checkpoint)
-                 WHERE id = ?1 AND owner = ?2 AND state = 'running'",
+                "UPDATE errands_jobs SET state = 'available', owner = NULL, run_at = ?4,
+                    last_error = ?5, checkpoint = coalesce(?6, checkpoint)
+                 WHERE id = ?1 AND owner = ?2 AND attempts = ?3 AND state = 'running'",
             )?
-            .execute(params![finished.id, owner, run_at, error, checkpoint])?,
+            .execute(params![id, owner, attempt, run_at, error, checkpoint])?,
         Outcome::Dead { error } => conn
             .prepare_cached(
-                "UPDATE errands_jobs SET state = 'dead', owner = NULL, finished_at = ?3,
-                    last_error = ?4, checkpoint = coalesce(?5, checkpoint)
-                 WHERE id = ?1 AND owner = ?2 AND state = 'running'",
+                "UPDATE errands_jobs SET state = 'dead', owner = NULL, finished_at = ?4,
+                    last_error = ?5, checkpoint = coalesce(?6, checkpoint)
+                 WHERE id = ?1 AND owner = ?2 AND attempts = ?3 AND state = 'running'",
             )?
-            .execute(params![finished.id, owner, now, error, checkpoint])?,
-        Outcome::Released => conn
+            .execute(params![id, owner, attempt, now, error, checkpoint])?,
+        Outcome::Released { .. } => conn
             .prepare_cached(
                 "UPDATE errands_jobs SET state = 'available', owner = NULL,
-                    attempts = max(attempts - 1, 0), checkpoint = coalesce(?3, checkpoint)
-                 WHERE id = ?1 AND owner = ?2 AND state = 'running'",
+                    attempts = max(attempts - 1, 0), checkpoint = coalesce(?4, checkpoint)
+                 WHERE id = ?1 AND owner = ?2 AND attempts = ?3 AND state = 'running'",
             )?
-            .execute(params![finished.id, owner, checkpoint])?,
+            .execute(params![id, owner, attempt, checkpoint])?,
     };
     Ok(())
 }
@@ -153,16 +193,25 @@ fn claim(
                         ORDER BY run_at, id LIMIT ?4)
           RETURNING id, payload, attempts, max_attempts, checkpoint",
     )?;
-    let rows = stmt.query_map(params![owner, queue, kind, limit as i64, now], |row| {
-        Ok(ClaimedJob {
-            id: row.get(0)?,
+    let rows = stmt.query_map(
+        params![
+            owner,
+            queue,
             kind,
-            payload: row.get(1)?,
-            attempt: row.get(2)?,
-            max_attempts: row.get(3)?,
-            checkpoint: row.get(4)?,
-        })
-    })?;
+            i64::try_from(limit).unwrap_or(i64::MAX),
+            now
+        ],
+        |row| {
+            Ok(ClaimedJob {
+                id: row.get(0)?,
+                kind,
+                payload: row.get(1)?,
+                attempt: row.get(2)?,
+                max_attempts: row.get(3)?,
+                checkpoint: row.get(4)?,
+            })
+        },
+    )?;
     for row in rows {
         out.push(row?);
     }
@@ -171,6 +220,10 @@ fn claim(
 
 /// Puts back the running jobs of every owner that is no longer alive. A job
 /// that was on its last attempt goes dead instead of running once more.
+///
+/// A recovered job keeps its `run_at`: it was due before the work enqueued
+/// after it, so it runs before that work (claims go in `run_at, id` order),
+/// not behind the whole backlog.
 pub(super) fn recover_orphans(
     conn: &Connection,
     me: &str,
@@ -184,6 +237,11 @@ pub(super) fn recover_orphans(
         .query_map([], |row| row.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     let mut moved = 0;
+    let busy: HashSet<String> = owners.iter().cloned().collect();
+    let swept = owners::sweep(lock_dir, &busy);
+    if swept > 0 {
+        log::debug!("errands: removed {swept} lock files of owners that ended");
+    }
     for owner in owners {
         if owner == me || !owners::is_dead(lock_dir, &owner) {
             continue;
@@ -196,7 +254,7 @@ pub(super) fn recover_orphans(
                     last_error = CASE WHEN attempts >= max_attempts
                         THEN 'the process running its last attempt died (owner ' || ?1 || ')'
                         ELSE last_error END,
-                    run_at = ?2, owner = NULL
+                    owner = NULL
                  WHERE state = 'running' AND owner = ?1",
             )?
             .execute(params![owner, now])?;
@@ -208,18 +266,28 @@ pub(super) fn recover_orphans(
     Ok(moved)
 }
 
-/// Saves a running job's progress; refused if this process no longer owns it.
+/// How many jobs `owner` holds running.
+pub(super) fn running_count(conn: &Connection, owner: &str) -> Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT count(*) FROM errands_jobs WHERE owner = ?1 AND state = 'running'")?
+        .query_row(params![owner], |row| row.get(0))?)
+}
+
+/// Saves a running job's progress; refused unless this process still owns
+/// this very attempt.
 pub(super) fn save_checkpoint(
     conn: &Connection,
     owner: &str,
     id: i64,
+    attempt: u32,
     checkpoint: &[u8],
 ) -> Result<()> {
     let n = conn
         .prepare_cached(
-            "UPDATE errands_jobs SET checkpoint = ?3 WHERE id = ?1 AND owner = ?2 AND state = 'running'",
+            "UPDATE errands_jobs SET checkpoint = ?4
+              WHERE id = ?1 AND owner = ?2 AND attempts = ?3 AND state = 'running'",
         )?
-        .execute(params![id, owner, checkpoint])?;
+        .execute(params![id, owner, attempt, checkpoint])?;
     if n == 0 {
         return Err(refusal(
             conn,
