@@ -112,6 +112,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether SQLite said the database (or the disk) is full.
+    pub(crate) fn is_disk_full(&self) -> bool {
+        matches!(self, Error::Database(e)
+            if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull))
+    }
+
     /// Whether this instance can no longer write at all (retrying the same
     /// request is pointless).
     pub(crate) fn is_store_gone(&self) -> bool {

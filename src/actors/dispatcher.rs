@@ -180,6 +180,9 @@ pub(crate) struct Dispatcher {
     pump_queued: bool,
     /// After a failed write: wait this long before the next one.
     write_backoff: Option<Duration>,
+    /// The database was full: write outcomes one request at a time, no
+    /// claims, until the outcomes waiting are all written.
+    isolating: bool,
     draining: Option<Draining>,
 }
 
@@ -202,6 +205,7 @@ impl Dispatcher {
             paused: false,
             pump_queued: false,
             write_backoff: None,
+            isolating: false,
             draining: None,
         }
     }
@@ -257,6 +261,9 @@ impl Dispatcher {
     /// Sends one request if there is anything to write or claim (and, with
     /// a request already in flight, enough to be worth it).
     fn send_request(&mut self, ctx: &mut Context<Self>) -> bool {
+        if self.isolating {
+            return self.send_isolated(ctx);
+        }
         let claiming = self.draining.is_none() && !self.shared.is_closing();
         if self.in_flight > 0 && !self.worth_second_request(claiming) {
             return false;
@@ -278,6 +285,45 @@ impl Dispatcher {
             return false;
         }
         let outcomes = std::mem::take(&mut self.pending);
+        self.send(outcomes, claims, ctx);
+        true
+    }
+
+    /// After the database was found full: one request at a time, without
+    /// claims, completions first (their deletes free space), then each other
+    /// outcome on its own, so that one outcome that cannot fit holds back
+    /// nothing else. SQLite may undo a whole transaction on `SQLITE_FULL`,
+    /// not just the statement, so the split has to happen here.
+    fn send_isolated(&mut self, ctx: &mut Context<Self>) -> bool {
+        if self.in_flight > 0 || self.pending.is_empty() {
+            if self.pending.is_empty() && self.in_flight == 0 {
+                self.isolating = false;
+            }
+            return false;
+        }
+        let completions: Vec<usize> = self
+            .pending
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| matches!(p.finished.outcome, Outcome::Completed))
+            .map(|(i, _)| i)
+            .collect();
+        let outcomes = if completions.is_empty() {
+            vec![self.pending.remove(0)]
+        } else {
+            take_indexes(&mut self.pending, &completions)
+        };
+        self.send(outcomes, Vec::new(), ctx);
+        true
+    }
+
+    /// Sends one finish-and-claim request.
+    fn send(
+        &mut self,
+        outcomes: Vec<PendingOutcome>,
+        claims: Vec<(&'static str, usize)>,
+        ctx: &mut Context<Self>,
+    ) {
         let wakes: Vec<u64> = self.kinds.iter().map(|k| k.wakes).collect();
         let batch = FinishAndClaim {
             finished: outcomes.iter().map(|p| p.finished.clone()).collect(),
@@ -292,7 +338,6 @@ impl Dispatcher {
                 .into_actor(self)
                 .map(move |result, act, ctx| act.written(result, outcomes, claims, wakes, ctx)),
         );
-        true
     }
 
     /// The store answered a finish-and-claim request.
@@ -328,7 +373,22 @@ impl Dispatcher {
                     );
                 }
             }
-            Err(e) => self.retry_later(outcomes, &e.to_string(), e.is_store_gone(), ctx),
+            Err(e) => {
+                if e.is_disk_full() && outcomes.len() > 1 && !self.isolating {
+                    self.isolating = true;
+                    self.write_backoff = None;
+                    // Split at once: the completions may well fit.
+                    let later = std::mem::take(&mut self.pending);
+                    self.pending = outcomes;
+                    self.pending.extend(later);
+                    self.pump(ctx);
+                    return;
+                }
+                if e.is_disk_full() {
+                    self.isolating = true;
+                }
+                self.retry_later(outcomes, &e.to_string(), e.is_store_gone(), ctx)
+            }
         }
     }
 
