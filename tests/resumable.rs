@@ -262,3 +262,141 @@ async fn progress_is_saved_when_shutdown_interrupts_an_attempt() {
     expected.extend((0..10).map(|r| format!("row {r}")));
     assert_eq!(gate.log.all(), expected, "nothing ran twice");
 }
+
+/// Copies ten numbers per attempt into the job's own database; the first
+/// attempt's transaction fails after setting the cursor past its rows.
+#[derive(Serialize, Deserialize)]
+struct CopyTen;
+
+impl Job for CopyTen {
+    const KIND: &'static str = "copy_ten";
+    async fn run(self, ctx: JobContext) -> JobResult {
+        let log = ctx.data::<Arc<Log>>()?;
+        ctx.step_cursor("copy", async |from: Option<u32>, cursor| {
+            log.push(format!("attempt {} from {from:?}", ctx.attempt()));
+            let start = from.unwrap_or(0);
+            let end = start + 10;
+            cursor.set(&end)?;
+            let fail = ctx.attempt() == 1;
+            ctx.transaction(move |tx| {
+                tx.execute("CREATE TABLE IF NOT EXISTS copied (n INTEGER)", [])?;
+                for n in start..end {
+                    tx.execute("INSERT INTO copied VALUES (?1)", [n])?;
+                }
+                if fail {
+                    return Err(errands::rusqlite::Error::QueryReturnedNoRows);
+                }
+                Ok(())
+            })
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[actix_rt::test]
+async fn a_rolled_back_transaction_rolls_back_the_cursor_it_would_have_saved() {
+    let db = common::temp_db();
+    let log = Arc::new(Log::default());
+    let errands = Errands::builder()
+        .sqlite(&db.path)
+        .register_with::<CopyTen>(JobConfig::new().backoff(Backoff::Fixed(Duration::ZERO)))
+        .data(log.clone())
+        .start()
+        .await
+        .unwrap();
+    let mut events = errands.subscribe();
+    let id = errands.enqueue(CopyTen).await.unwrap();
+    let done = common::wait_for(&mut events, |e| {
+        e.id() == id && !matches!(e, Event::Retrying { .. })
+    })
+    .await;
+    assert!(
+        matches!(done, Event::Completed { attempt: 2, .. }),
+        "{done:?}"
+    );
+    assert_eq!(
+        log.all(),
+        ["attempt 1 from None", "attempt 2 from None"],
+        "attempt 2 redoes the rows attempt 1's rollback undid"
+    );
+    errands.shutdown(Duration::from_secs(5)).await.unwrap();
+    let conn = rusqlite::Connection::open(&db.path).unwrap();
+    let rows: Vec<u32> = conn
+        .prepare("SELECT n FROM copied ORDER BY n")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows, (0..10).collect::<Vec<u32>>());
+}
+
+/// Two cursor steps run concurrently; each sets its own cursor, then the
+/// attempt fails.
+#[derive(Serialize, Deserialize)]
+struct TwoWalks;
+
+impl Job for TwoWalks {
+    const KIND: &'static str = "two_walks";
+    async fn run(self, ctx: JobContext) -> JobResult {
+        let log = ctx.data::<Arc<Log>>()?;
+        let a = ctx.step_cursor("a", async |from: Option<u32>, cursor| {
+            log.push(format!("a from {from:?}"));
+            // Let b begin before a sets its cursor.
+            tokio::task::yield_now().await;
+            cursor.set(&700)?;
+            tokio::task::yield_now().await;
+            Err(JobError::msg("a stops"))
+        });
+        let b = ctx.step_cursor("b", async |from: Option<u32>, cursor| {
+            log.push(format!("b from {from:?}"));
+            cursor.set(&5)?;
+            tokio::task::yield_now().await;
+            tokio::task::yield_now().await;
+            if ctx.attempt() == 1 {
+                return Err(JobError::msg("b stops"));
+            }
+            Ok(())
+        });
+        let (a, b) = tokio::join!(a, b);
+        b?;
+        if ctx.attempt() == 1 {
+            a?;
+        }
+        Ok(())
+    }
+}
+
+#[actix_rt::test]
+async fn concurrent_cursor_steps_keep_their_own_cursors() {
+    let db = common::temp_db();
+    let log = Arc::new(Log::default());
+    let errands = Errands::builder()
+        .sqlite(&db.path)
+        .register_with::<TwoWalks>(JobConfig::new().backoff(Backoff::Fixed(Duration::ZERO)))
+        .data(log.clone())
+        .start()
+        .await
+        .unwrap();
+    let mut events = errands.subscribe();
+    let id = errands.enqueue(TwoWalks).await.unwrap();
+    let done = common::wait_for(&mut events, |e| {
+        e.id() == id && !matches!(e, Event::Retrying { .. })
+    })
+    .await;
+    assert!(
+        matches!(done, Event::Completed { attempt: 2, .. }),
+        "{done:?}"
+    );
+    assert_eq!(
+        log.all(),
+        [
+            "a from None",
+            "b from None",
+            "a from Some(700)",
+            "b from Some(5)"
+        ]
+    );
+}
