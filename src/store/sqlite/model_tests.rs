@@ -1,5 +1,6 @@
 //! A model test of the SQLite store: random sequences of enqueue, claim,
-//! complete, fail, crash-and-recover, requeue, purge and cancel, each
+//! complete, fail, late outcomes of earlier attempts, crash-and-recover,
+//! requeue, purge and cancel, each
 //! checked against a plain in-memory model of what the store must hold.
 
 use std::collections::BTreeMap;
@@ -20,6 +21,9 @@ enum Op {
     Claim(usize),
     Complete(usize),
     Fail(usize),
+    /// An outcome of an earlier attempt of a running job arrives late: it
+    /// must change nothing.
+    StaleOutcome(usize),
     Crash,
     Requeue(usize),
     Purge(usize),
@@ -32,6 +36,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (1usize..4).prop_map(Op::Claim),
         2 => any::<usize>().prop_map(Op::Complete),
         3 => any::<usize>().prop_map(Op::Fail),
+        1 => any::<usize>().prop_map(Op::StaleOutcome),
         1 => Just(Op::Crash),
         1 => any::<usize>().prop_map(Op::Requeue),
         1 => any::<usize>().prop_map(Op::Purge),
@@ -156,6 +161,23 @@ async fn run(ops: Vec<Op>) {
                     };
                     let attempt = m.attempts;
                     finish(&store, id, attempt, outcome).await;
+                }
+            }
+            Op::StaleOutcome(i) => {
+                let running = in_state(&model, JobState::Running);
+                let stale = running.into_iter().filter(|id| model[id].attempts > 1);
+                if let Some(id) = pick(stale.collect(), i) {
+                    let attempt = model[&id].attempts - 1;
+                    finish(&store, id, attempt, Outcome::Completed).await;
+                    finish(
+                        &store,
+                        id,
+                        attempt,
+                        Outcome::Dead {
+                            error: "late".into(),
+                        },
+                    )
+                    .await;
                 }
             }
             Op::Crash => {
