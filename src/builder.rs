@@ -18,7 +18,7 @@ use crate::actors::supervisor::Supervisor as ErrandsSupervisor;
 use crate::actors::worker::{start_worker, AttemptDone, WorkerHandles};
 use crate::actors::Shared;
 use crate::client::{Errands, KindInfo};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{ms_before, Clock, SystemClock};
 use crate::config::JobConfig;
 use crate::config_problem::{ConfigProblem, MAX_BUSY_TIMEOUT, MAX_CONCURRENCY, MAX_EVENT_CAPACITY};
 use crate::context::DataMap;
@@ -215,7 +215,9 @@ impl Builder {
     }
 
     /// Keeps completed jobs (state `completed`) for this long instead of
-    /// deleting them when they finish.
+    /// deleting them when they finish. They are pruned at start and then
+    /// every tenth of the retention (at least every second, at most every
+    /// minute). `Duration::MAX` keeps them for good.
     pub fn retain_completed(mut self, retention: Duration) -> Self {
         self.retain_completed = Some(retention);
         self
@@ -286,6 +288,12 @@ impl Builder {
         let recovered = store.recover_orphans(self.clock.now_ms()).await?;
         if recovered > 0 {
             log::info!("errands: put {recovered} interrupted jobs back in the queue");
+        }
+        if let Some(retention) = self.retain_completed {
+            // Pruned at start too, so a restart cleans up at once; then every
+            // tenth of the retention (1 s to 60 s) by the supervisor.
+            let before = ms_before(self.clock.now_ms(), retention);
+            store.prune_completed(before).await?;
         }
 
         let shared = Arc::new(Shared::new(

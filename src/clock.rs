@@ -154,7 +154,7 @@ pub(crate) fn run_at_ms(t: SystemTime) -> i64 {
 
 /// A duration in whole milliseconds, rounded up, saturating at `i64::MAX`.
 pub(crate) fn duration_ms_ceil(d: Duration) -> i64 {
-    let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0);
+    let ms = d.as_millis() + u128::from(!d.subsec_nanos().is_multiple_of(1_000_000));
     i64::try_from(ms).unwrap_or(i64::MAX)
 }
 

@@ -168,3 +168,57 @@ async fn a_permanent_error_skips_the_remaining_attempts() {
         }
     );
 }
+
+/// A clock that moves 5 ms forward every time anyone reads it: whatever
+/// errands does between computing a retry's run_at and committing it takes
+/// "longer" than a short backoff, every time.
+struct HurryingClock(std::sync::atomic::AtomicI64);
+
+impl errands::Clock for HurryingClock {
+    fn now_ms(&self) -> i64 {
+        self.0.fetch_add(5, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct FailsOnce;
+
+impl Job for FailsOnce {
+    const KIND: &'static str = "fails_once";
+    async fn run(self, ctx: JobContext) -> JobResult {
+        if ctx.attempt() == 1 {
+            return Err(errands::JobError::msg("first attempt fails"));
+        }
+        Ok(())
+    }
+}
+
+/// A retry that came due while its outcome was being committed woke
+/// nothing, and waited for the fallback poll (here an hour).
+#[actix_rt::test]
+async fn a_retry_due_by_the_time_its_outcome_commits_runs_without_waiting_for_the_poll() {
+    let db = common::temp_db();
+    let clock = HurryingClock(std::sync::atomic::AtomicI64::new(1_700_000_000_000));
+    let errands = Errands::builder()
+        .sqlite(&db.path)
+        .register_with::<FailsOnce>(
+            JobConfig::new().backoff(Backoff::Fixed(Duration::from_millis(10))),
+        )
+        .clock(clock)
+        .poll_interval(Duration::from_secs(3600))
+        .start()
+        .await
+        .unwrap();
+    let mut events = errands.subscribe();
+    // One job alone: no other claim can pick its retry up by chance.
+    let id = errands.enqueue(FailsOnce).await.unwrap();
+    let done = common::wait_for(&mut events, |e| matches!(e, Event::Completed { .. })).await;
+    assert_eq!(
+        done,
+        Event::Completed {
+            id,
+            kind: "fails_once",
+            attempt: 2
+        }
+    );
+}

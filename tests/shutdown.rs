@@ -123,3 +123,112 @@ async fn shutdown_releases_what_outlives_the_timeout_and_it_runs_after_restart()
         }
     );
 }
+
+/// Polls a future once, without waiting.
+fn poll_once<F: std::future::Future + Unpin>(future: &mut F) -> std::task::Poll<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::Pin::new(future).poll(&mut cx)
+}
+
+#[actix_rt::test]
+async fn a_second_shutdown_waits_for_the_first_and_gets_its_answer() {
+    let db = common::temp_db();
+    let gate = gate();
+    let errands = start(&db, &gate).await;
+    let mut events = errands.subscribe();
+    let id = errands.enqueue(Export).await.unwrap();
+    gate.started.notified().await;
+
+    let mut first = Box::pin(errands.shutdown(common::PATIENCE));
+    let mut second = Box::pin(errands.shutdown(common::PATIENCE));
+    assert!(poll_once(&mut first).is_pending());
+    assert!(
+        poll_once(&mut second).is_pending(),
+        "the second shutdown answered while the first still drains"
+    );
+    actix_rt::task::yield_now().await;
+    assert!(poll_once(&mut second).is_pending(), "still draining");
+
+    gate.permits.add_permits(1);
+    first.await.unwrap();
+    second.await.unwrap();
+    let done = common::wait_for(&mut events, |e| e.id() == id).await;
+    assert!(matches!(done, Event::Completed { .. }), "{done:?}");
+    // And once it is over, a third answers the same at once.
+    errands.shutdown(Duration::ZERO).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn events_end_with_closed_once_shutdown_is_done() {
+    let db = common::temp_db();
+    let gate = gate();
+    gate.permits.add_permits(1);
+    let errands = start(&db, &gate).await;
+    let mut events = errands.subscribe();
+    let id = errands.enqueue(Export).await.unwrap();
+    errands.shutdown(common::PATIENCE).await.unwrap();
+    drop(errands);
+    let next = actix_rt::time::timeout(common::PATIENCE, async {
+        loop {
+            match events.next().await {
+                Ok(event) => assert_eq!(event.id(), id),
+                Err(end) => return end,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends");
+    assert_eq!(next, errands::EventsError::Closed);
+}
+
+#[actix_rt::test]
+async fn shutdown_says_which_released_jobs_had_started() {
+    let db = common::temp_db();
+    let gate = gate();
+    let errands = Errands::builder()
+        .sqlite(&db.path)
+        .register_with::<Export>(JobConfig::new().concurrency(1).prefetch(2))
+        .data(gate.clone())
+        .start()
+        .await
+        .unwrap();
+    let mut events = errands.subscribe();
+    let ids = errands
+        .enqueue_many([Export, Export, Export])
+        .await
+        .unwrap();
+    gate.started.notified().await;
+    // Wait until the other two are claimed ahead (polling the store's view).
+    let claimed_ahead = actix_rt::time::timeout(common::PATIENCE, async {
+        loop {
+            let counts = errands.counts().await.unwrap();
+            if counts.first().is_some_and(|c| c.running == 3) {
+                return;
+            }
+            actix_rt::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    claimed_ahead.await.expect("prefetch claims the other two");
+
+    let result = errands.shutdown(Duration::from_millis(100)).await;
+    assert!(
+        matches!(result, Err(Error::ShutdownTimeout(_))),
+        "{result:?}"
+    );
+    let mut released: Vec<(i64, bool)> = common::collect(&mut events, 3, |_| true)
+        .await
+        .into_iter()
+        .map(|e| match e {
+            Event::Released { id, started, .. } => (id, started),
+            other => panic!("expected releases, got {other:?}"),
+        })
+        .collect();
+    released.sort();
+    let started: Vec<bool> = released.iter().map(|(_, s)| *s).collect();
+    assert_eq!(released.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids);
+    assert_eq!(started.iter().filter(|s| **s).count(), 1, "{released:?}");
+    for id in ids {
+        let info = errands.job(id).await.unwrap().unwrap();
+        assert_eq!((info.state, info.attempts), (JobState::Available, 0));
+    }
+}

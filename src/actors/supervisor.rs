@@ -121,8 +121,6 @@ impl Actor for Supervisor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.recovery_interval, |act, ctx| act.recover(ctx));
         if let Some(retention) = self.retain_completed {
-            // Once at start (a restart cleans up at once), then regularly.
-            self.prune(ctx);
             let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
             ctx.run_interval(every, |act, ctx| act.prune(ctx));
         }
