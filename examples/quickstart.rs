@@ -140,7 +140,7 @@ async fn main() -> errands::Result<()> {
                 );
                 finished += 1;
             }
-            Event::Released { .. } => {}
+            _ => {}
         }
     }
 

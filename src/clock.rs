@@ -193,6 +193,24 @@ pub(crate) fn rfc3339(ms: i64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{sec:02}.{milli:03}Z")
 }
 
+/// Serde helpers: a `SystemTime` as an RFC 3339 UTC string with
+/// milliseconds (`"2026-11-24T10:28:28.123Z"`), as status endpoints want.
+pub(crate) mod rfc3339_serde {
+    use serde::Serializer;
+    use std::time::SystemTime;
+
+    pub(crate) fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::rfc3339(super::system_time_to_ms(*t)))
+    }
+
+    pub(crate) fn option<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => serialize(t, s),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 /// The inverse of [`system_time_to_ms`].
 pub(crate) fn ms_to_system_time(ms: i64) -> SystemTime {
     if ms >= 0 {

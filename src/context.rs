@@ -91,7 +91,9 @@ impl JobContext {
     pub fn data<T: Send + Sync + 'static>(&self) -> Result<&T, JobError> {
         self.shared.data.get::<T>().ok_or_else(|| {
             JobError::msg(format!(
-                "no application data of type {} was registered with Builder::data",
+                "no application data of type {} was registered; pass the value to \
+                 Builder::data(..) before start() (the type must match exactly, \
+                 e.g. Arc<T> and T are different)",
                 std::any::type_name::<T>()
             ))
         })

@@ -8,10 +8,16 @@
 
 use std::time::SystemTime;
 
+use serde::Serialize;
 use tokio::sync::broadcast;
 
 /// One committed outcome of an attempt.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// `Serialize`: as an object tagged `"event"` (`{"event":"completed","id":7,
+/// "kind":"resize_image","attempt":1}`), `run_at` as an RFC 3339 string.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Event {
     /// The handler returned `Ok`; the job is finished.
     Completed {
@@ -33,6 +39,7 @@ pub enum Event {
         /// Why it failed (the error, panic message or timeout).
         error: String,
         /// When it will run again.
+        #[serde(serialize_with = "crate::clock::rfc3339_serde::serialize")]
         run_at: SystemTime,
     },
     /// The job is dead: attempts used up, a permanent error, or a payload

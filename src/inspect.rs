@@ -1,10 +1,18 @@
 //! What an operator can see: one job's state, and counts by queue and kind.
+//!
+//! Every type here is `Serialize`, so a status endpoint can return it as it
+//! is (`HttpResponse::Ok().json(info)`): states as lower-case strings, times
+//! as RFC 3339 UTC strings with milliseconds (`"2026-11-24T10:28:28.123Z"`).
 
 use std::fmt;
+
+use serde::Serialize;
 use std::time::SystemTime;
 
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum JobState {
     /// Waiting for its `run_at` (a delayed job, or a retry in backoff).
     Scheduled,
@@ -51,7 +59,7 @@ impl fmt::Display for JobState {
 }
 
 /// Everything stored about one job, except its payload.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobInfo {
     /// The job's id, as returned by `enqueue`.
     pub id: i64,
@@ -66,19 +74,23 @@ pub struct JobInfo {
     /// Attempts allowed before it is dead.
     pub max_attempts: u32,
     /// The earliest time it may (next) run.
+    #[serde(serialize_with = "crate::clock::rfc3339_serde::serialize")]
     pub run_at: SystemTime,
     /// When it was enqueued.
+    #[serde(serialize_with = "crate::clock::rfc3339_serde::serialize")]
     pub created_at: SystemTime,
     /// When its latest attempt started.
+    #[serde(serialize_with = "crate::clock::rfc3339_serde::option")]
     pub started_at: Option<SystemTime>,
     /// When it became dead or completed.
+    #[serde(serialize_with = "crate::clock::rfc3339_serde::option")]
     pub finished_at: Option<SystemTime>,
     /// The error of its latest failed attempt.
     pub last_error: Option<String>,
 }
 
 /// How many jobs of one kind in one queue are in each state.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
     /// The queue.
     pub queue: String,

@@ -109,3 +109,27 @@ async fn a_second_path_to_the_same_file_sees_the_same_owners() {
     std::os::unix::fs::symlink(&db.path, &link).unwrap();
     second_instance_leaves_the_running_job_alone(&db, &link, || {}).await;
 }
+
+/// Lock files of owners that ended holding no jobs are swept away by the
+/// next recovery pass (they used to pile up, one per start).
+#[actix_rt::test]
+async fn lock_files_of_owners_that_ended_are_swept() {
+    let db = common::temp_db();
+    let gate = Arc::new(Gate::default());
+    let first = start(&db.path, &gate).await;
+    let mut owners = db.path.clone().into_os_string();
+    owners.push("-owners");
+    let owners = std::path::PathBuf::from(owners);
+    // An owner that died without running jobs left its (unlocked) file.
+    let stale = owners.join("4194304-1700000000000-deadbeef.lock");
+    std::fs::write(&stale, b"").unwrap();
+    let files = || std::fs::read_dir(&owners).unwrap().count();
+    assert_eq!(files(), 2);
+
+    let second = start(&db.path, &gate).await; // recovery runs in start()
+    assert!(!stale.exists(), "the dead owner's file is swept");
+    assert_eq!(files(), 2, "the two live owners keep theirs");
+    second.shutdown(common::PATIENCE).await.unwrap();
+    first.shutdown(common::PATIENCE).await.unwrap();
+    assert_eq!(files(), 0, "a clean shutdown removes its own file");
+}

@@ -105,3 +105,54 @@ async fn enqueue_many_returns_ids_in_order_and_runs_them_all() {
     }
     assert_eq!(seen.len(), 100);
 }
+
+/// Status endpoints return errands' own types as JSON: states as lower-case
+/// strings, times as RFC 3339.
+#[actix_rt::test]
+async fn job_info_counts_and_events_serialise_for_a_status_endpoint() {
+    let db = common::temp_db();
+    let (errands, _seen) = start(&db).await;
+    let mut events = errands.subscribe();
+    let later = errands
+        .enqueue_in(
+            Resize {
+                upload_id: 1,
+                path: "a.png".into(),
+                sizes: vec![],
+                crop: None,
+            },
+            std::time::Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+    let info = errands.job(later).await.unwrap().unwrap();
+    let json = serde_json::to_value(&info).unwrap();
+    assert_eq!(json["id"], later);
+    assert_eq!(json["state"], "scheduled");
+    assert_eq!(json["kind"], "resize");
+    assert_eq!(json["started_at"], serde_json::Value::Null);
+    let run_at = json["run_at"].as_str().unwrap();
+    assert!(
+        run_at.len() == 24 && run_at.ends_with('Z') && run_at.as_bytes()[10] == b'T',
+        "{run_at}"
+    );
+
+    let counts = serde_json::to_value(errands.counts().await.unwrap()).unwrap();
+    assert_eq!(counts[0]["queue"], "media");
+    assert_eq!(counts[0]["scheduled"], 1);
+
+    let now = errands
+        .enqueue(Resize {
+            upload_id: 2,
+            path: "b.png".into(),
+            sizes: vec![],
+            crop: None,
+        })
+        .await
+        .unwrap();
+    let event = common::wait_for(&mut events, |e| e.id() == now).await;
+    assert_eq!(
+        serde_json::to_value(&event).unwrap(),
+        serde_json::json!({"event": "completed", "id": now, "kind": "resize", "attempt": 1})
+    );
+}
