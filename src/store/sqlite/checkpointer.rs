@@ -27,6 +27,16 @@ use rusqlite::Connection;
 /// nothing to copy costs a few lock calls.
 const EVERY: Duration = Duration::from_millis(20);
 
+/// How long the WAL must stay fully copied and unchanged (the database is
+/// idle) before it is truncated to zero bytes.
+const IDLE_BEFORE_TRUNCATE: Duration = Duration::from_secs(1);
+
+/// The size SQLite trims the WAL file back to whenever it restarts the log
+/// (`PRAGMA journal_size_limit`). Without it a WAL that grew during a burst
+/// (or while a long read held checkpoints back) keeps its size for good:
+/// measured in a 10-minute soak, 10 MB grew to 79 MB over a 13 MB database.
+pub(super) const WAL_SIZE_LIMIT_BYTES: u64 = 16 * 1024 * 1024;
+
 /// The writer's own automatic checkpoint threshold (pages), as a safety valve.
 pub(super) const WRITER_AUTOCHECKPOINT_PAGES: u32 = 20_000;
 
@@ -47,10 +57,22 @@ impl Checkpointer {
             .name("errands-sqlite-checkpoint".into())
             .spawn(move || {
                 // Runs until the store is dropped (the sender goes away).
+                let mut idle = IdleWal::default();
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(EVERY) {
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        log::debug!("errands: passive checkpoint failed: {e}");
+                    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                        Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+                    }) {
+                        Ok((frames, copied)) if idle.should_truncate(frames, copied) => {
+                            // Idle: give the WAL's disk space back. TRUNCATE
+                            // waits for readers and writers, so only now.
+                            if let Err(e) =
+                                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                            {
+                                log::debug!("errands: truncating checkpoint failed: {e}");
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => log::debug!("errands: passive checkpoint failed: {e}"),
                     }
                 }
             })
@@ -68,5 +90,51 @@ impl Checkpointer {
     pub(super) fn stop(self) {
         drop(self.stop);
         let _ = self.thread.join();
+    }
+}
+
+/// Tells when the WAL has been fully copied into the database and left
+/// alone for [`IDLE_BEFORE_TRUNCATE`].
+#[derive(Default)]
+struct IdleWal {
+    /// The WAL's frame count at the last look, and for how many looks in a
+    /// row it was fully copied and unchanged.
+    frames: i64,
+    quiet_looks: u32,
+}
+
+impl IdleWal {
+    fn should_truncate(&mut self, frames: i64, copied: i64) -> bool {
+        let quiet = frames > 0 && frames == copied && frames == self.frames;
+        self.frames = frames;
+        self.quiet_looks = if quiet { self.quiet_looks + 1 } else { 0 };
+        let needed = (IDLE_BEFORE_TRUNCATE.as_millis() / EVERY.as_millis()) as u32;
+        if self.quiet_looks >= needed {
+            self.quiet_looks = 0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncates_only_after_a_quiet_second() {
+        let mut idle = IdleWal::default();
+        let looks = (IDLE_BEFORE_TRUNCATE.as_millis() / EVERY.as_millis()) as usize;
+        assert!(!idle.should_truncate(0, 0), "an empty WAL needs nothing");
+        assert!(!idle.should_truncate(100, 50), "not fully copied");
+        for _ in 0..looks - 1 {
+            assert!(!idle.should_truncate(100, 100));
+        }
+        assert!(!idle.should_truncate(120, 120), "it moved: start over");
+        for _ in 0..looks - 1 {
+            assert!(!idle.should_truncate(120, 120));
+        }
+        assert!(idle.should_truncate(120, 120));
     }
 }

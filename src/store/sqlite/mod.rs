@@ -81,6 +81,7 @@ impl SqliteStore {
         let pool = Pool::builder()
             .max_size(options.read_pool_size)
             .min_idle(Some(0))
+            .thread_pool(pool_helper_threads())
             .build(manager)?;
 
         let checkpointer =
@@ -120,6 +121,24 @@ impl SqliteStore {
     }
 }
 
+/// The helper thread r2d2 uses to open and reap connections, one for the
+/// whole process. r2d2 otherwise starts three per pool and does not join
+/// them when the pool is dropped, so every start/shutdown cycle left threads
+/// behind.
+fn pool_helper_threads() -> Arc<scheduled_thread_pool::ScheduledThreadPool> {
+    static POOL: std::sync::OnceLock<Arc<scheduled_thread_pool::ScheduledThreadPool>> =
+        std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        Arc::new(
+            scheduled_thread_pool::ScheduledThreadPool::builder()
+                .num_threads(1)
+                .thread_name_pattern("errands-pool-{}")
+                .build(),
+        )
+    })
+    .clone()
+}
+
 /// The largest `max_page_count` SQLite accepts.
 const SQLITE_MAX_PAGE_COUNT: u64 = 4_294_967_294;
 
@@ -146,9 +165,11 @@ fn configure_writer(conn: &Connection, options: &SqliteOptions) -> rusqlite::Res
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {};
          PRAGMA temp_store = MEMORY;
-         PRAGMA wal_autocheckpoint = {};",
+         PRAGMA wal_autocheckpoint = {};
+         PRAGMA journal_size_limit = {};",
         options.synchronous.pragma(),
-        checkpointer::WRITER_AUTOCHECKPOINT_PAGES
+        checkpointer::WRITER_AUTOCHECKPOINT_PAGES,
+        checkpointer::WAL_SIZE_LIMIT_BYTES
     ))?;
     // Plan each statement once. Since 3.53 SQLite reads a bound `LIMIT ?`
     // while planning and so re-prepares the claim statement every time it
