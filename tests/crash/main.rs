@@ -22,6 +22,10 @@ fn main() {
             sigkill_mid_run_loses_no_acknowledged_job,
         ),
         Trial::test(
+            "orphans_run_before_the_backlog",
+            orphans_run_before_the_backlog,
+        ),
+        Trial::test(
             "resumable::killed_in_step_two_resumes_at_step_two",
             resumable::killed_in_step_two_resumes_at_step_two,
         ),
@@ -116,5 +120,55 @@ fn sigkill_mid_run_loses_no_acknowledged_job() -> Result<(), Failed> {
         .filter(|id| done_before.contains_key(id))
         .count();
     assert!(rerun.len() - uncommitted <= in_flight);
+    Ok(())
+}
+
+/// Jobs a kill interrupted go back to the queue keeping their place: on
+/// restart they start before work enqueued after them (they used to go
+/// behind the whole backlog, waiting 10–47 s under load).
+fn orphans_run_before_the_backlog() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("jobs.db");
+    let ledger = dir.path().join("ledger");
+    let hanging = [
+        ("CONCURRENCY", "4".to_string()),
+        ("WORK_MS", "600000".to_string()),
+        ("ENQUEUE", "4".to_string()),
+    ];
+    let mut first = harness::spawn(&db, &ledger, &hanging);
+    let orphans: std::collections::HashSet<i64> = harness::parse_ids(&first.wait_for("acked "))
+        .into_iter()
+        .collect();
+    for _ in 0..4 {
+        first.wait_for("started ");
+    }
+    // A backlog arrives from another process while the four run.
+    let producer = [
+        ("NO_WORKERS", "1".to_string()),
+        ("ENQUEUE", "200".to_string()),
+    ];
+    let mut second = harness::spawn(&db, &ledger, &producer);
+    second.wait_for("drained");
+    second.finish();
+    first.kill();
+
+    let quick = [
+        ("CONCURRENCY", "4".to_string()),
+        ("WORK_MS", "1".to_string()),
+    ];
+    let mut restart = harness::spawn(&db, &ledger, &quick);
+    restart.wait_for("drained");
+    restart.finish();
+
+    let ledger = harness::read_ledger(&ledger);
+    let restart_pid = ledger.last().expect("entries").pid;
+    let first_four: std::collections::HashSet<i64> = ledger
+        .iter()
+        .filter(|e| e.pid == restart_pid && !e.end && !e.committed)
+        .take(4)
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(first_four, orphans, "the interrupted jobs start first");
+    assert_eq!(harness::completions(&ledger).len(), 204);
     Ok(())
 }
