@@ -161,11 +161,14 @@ async fn a_newer_schema_is_refused_naming_both_versions() {
         Err(
             e @ Error::SchemaTooNew {
                 found: 99,
-                supported: 1,
+                supported: 2,
             },
         ) => {
             let message = e.to_string();
-            assert!(message.contains("99") && message.contains('1'), "{message}");
+            assert!(
+                message.contains("99") && message.contains("(2)"),
+                "{message}"
+            );
         }
         Err(other) => panic!("expected SchemaTooNew, got {other}"),
         Ok(_) => panic!("expected SchemaTooNew, got a running system"),

@@ -10,6 +10,7 @@
 //! line with the headline figures.
 
 mod baseline;
+mod counts;
 mod scenarios;
 
 use std::time::Instant;
@@ -63,6 +64,7 @@ struct Sizes {
     delayed: usize,
     mixed: usize,
     full: usize,
+    counts: usize,
 }
 
 fn percentile(samples: &mut [f64], p: f64) -> f64 {
@@ -122,6 +124,7 @@ pub fn main_entry() {
             delayed: 300,
             mixed: 5_000,
             full: 4_000,
+            counts: 20_000,
         }
     } else {
         Sizes {
@@ -134,6 +137,7 @@ pub fn main_entry() {
             delayed: 10_000,
             mixed: 200_000,
             full: 100_000,
+            counts: 1_000_000,
         }
     };
     let settings = Settings { synchronous };
@@ -267,6 +271,15 @@ pub fn main_entry() {
         },
     );
 
+    let (counts_ms, counts_scan_ms) =
+        system.block_on(counts::counts(dir.path(), &settings, sizes.counts));
+    table.row(
+        &format!("counts() with {} jobs kept", sizes.counts),
+        format!("{counts_ms:.2} ms"),
+        format!("{counts_scan_ms:.2} ms (scan)"),
+        format!("{:.3}x", counts_ms / counts_scan_ms),
+    );
+
     let mut full = serde_json::Map::new();
     if !args.no_full && synchronous != Synchronous::Full {
         let fs = Settings {
@@ -327,6 +340,8 @@ pub fn main_entry() {
         "rss_mib_1m": round2(rss),
         "mixed_jobs_s": mixed.round(),
         "mixed_limits_held": limits_held,
+        "counts_ms_1m": round2(counts_ms),
+        "counts_scan_ms_1m": round2(counts_scan_ms),
     });
     json.as_object_mut().unwrap().extend(full);
     println!("{json}");

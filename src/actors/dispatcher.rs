@@ -121,6 +121,7 @@ impl KindSlots {
                 max_attempts: job.max_attempts,
                 finished: Finished {
                     id: job.id,
+                    kind,
                     attempt: job.attempt,
                     outcome: Outcome::Released { started: false },
                     checkpoint: None,
@@ -583,6 +584,7 @@ impl Dispatcher {
                             max_attempts: 0,
                             finished: Finished {
                                 id: job.id,
+                                kind,
                                 attempt: job.attempt,
                                 outcome: Outcome::Released { started: true },
                                 checkpoint: job.checkpoint,

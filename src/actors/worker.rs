@@ -204,6 +204,7 @@ async fn run_attempt<J: Job>(
         max_attempts: job.max_attempts,
         finished: Finished {
             id: job.id,
+            kind: J::KIND,
             attempt: job.attempt,
             checkpoint,
             outcome,

@@ -43,6 +43,8 @@ pub(crate) enum Outcome {
 #[derive(Debug, Clone)]
 pub(crate) struct Finished {
     pub id: i64,
+    /// Its kind (the batch names the queue), for the counts.
+    pub kind: &'static str,
     /// The attempt this outcome belongs to: the write is conditioned on it
     /// (and on the owner), so a stale outcome can never touch a later attempt.
     pub attempt: u32,

@@ -8,6 +8,7 @@
 //! waits for SQLite.
 
 mod checkpointer;
+mod counters;
 mod options;
 mod owners;
 mod reads;
@@ -247,11 +248,19 @@ impl Store for SqliteStore {
     }
 
     fn purge(&self, target: DeadTarget) -> StoreFuture<u64> {
-        Box::pin(self.writer.submit(move |conn| writes::purge(conn, &target)))
+        let now = crate::clock::system_time_to_ms(std::time::SystemTime::now());
+        Box::pin(
+            self.writer
+                .submit(move |conn| writes::purge(conn, &target, now)),
+        )
     }
 
     fn cancel(&self, id: i64) -> StoreFuture<()> {
-        Box::pin(self.writer.submit(move |conn| writes::cancel(conn, id)))
+        let now = crate::clock::system_time_to_ms(std::time::SystemTime::now());
+        Box::pin(
+            self.writer
+                .submit(move |conn| writes::cancel(conn, id, now)),
+        )
     }
 
     fn prune_completed(&self, before: i64) -> StoreFuture<u64> {

@@ -54,19 +54,21 @@ pub(super) fn dead_jobs(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// Counts by queue, kind and state. Costs a row per (queue, kind, state)
+/// group, read from the counters the triggers keep, plus, for waiting jobs,
+/// an index range scan over the ones not yet due (to split `scheduled` from
+/// `available`); never a scan of the whole table.
 pub(super) fn counts(conn: &Connection, now: i64) -> Result<Vec<Counts>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT queue, kind, state, run_at > ?1, count(*) FROM errands_jobs
-          GROUP BY 1, 2, 3, 4 ORDER BY 1, 2",
+        "SELECT queue, kind, state, n FROM errands_counts WHERE n > 0 ORDER BY 1, 2",
     )?;
-    let mut rows = stmt.query(params![now])?;
+    let mut rows = stmt.query([])?;
     let mut out: Vec<Counts> = Vec::new();
     while let Some(row) = rows.next()? {
         let queue: String = row.get(0)?;
         let kind: String = row.get(1)?;
         let state: String = row.get(2)?;
-        let future: bool = row.get(3)?;
-        let n = row.get::<_, i64>(4)? as u64;
+        let n = row.get::<_, i64>(3)?.max(0) as u64;
         let entry = match out.last_mut() {
             Some(last) if last.queue == queue && last.kind == kind => last,
             _ => {
@@ -78,14 +80,23 @@ pub(super) fn counts(conn: &Connection, now: i64) -> Result<Vec<Counts>> {
                 out.last_mut().expect("just pushed")
             }
         };
-        let state = JobState::from_row(&state, if future { 1 } else { 0 }, 0);
-        *match state {
-            JobState::Scheduled => &mut entry.scheduled,
-            JobState::Available => &mut entry.available,
+        *match JobState::from_row(&state, 0, 0) {
+            JobState::Available | JobState::Scheduled => &mut entry.available,
             JobState::Running => &mut entry.running,
             JobState::Dead => &mut entry.dead,
-            JobState::Completed => &mut entry.completed,
+            _ => &mut entry.completed,
         } += n;
+    }
+    let mut scheduled = conn.prepare_cached(
+        "SELECT count(*) FROM errands_jobs
+          WHERE queue = ?1 AND kind = ?2 AND state = 'available' AND run_at > ?3",
+    )?;
+    for entry in out.iter_mut().filter(|c| c.available > 0) {
+        let n: i64 =
+            scheduled.query_row(params![entry.queue, entry.kind, now], |row| row.get(0))?;
+        let n = (n.max(0) as u64).min(entry.available);
+        entry.scheduled = n;
+        entry.available -= n;
     }
     Ok(out)
 }

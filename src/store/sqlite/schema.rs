@@ -19,7 +19,7 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// The newest schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// Migration `n` (1-based) takes the schema from version `n-1` to `n`.
 const MIGRATIONS: &[&str] = &[
@@ -44,6 +44,25 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX errands_jobs_running ON errands_jobs (owner) WHERE state = 'running';
     CREATE INDEX errands_jobs_dead ON errands_jobs (queue, finished_at) WHERE state = 'dead';
     CREATE INDEX errands_jobs_completed ON errands_jobs (finished_at) WHERE state = 'completed';",
+    // 2: job counts by (queue, kind, state), kept by every write request in
+    // its own transaction (see `counters.rs`), so `counts()` reads a row per
+    // group instead of scanning every job (670 ms with a million jobs kept).
+    "CREATE TABLE errands_counts (
+        queue TEXT    NOT NULL,
+        kind  TEXT    NOT NULL,
+        state TEXT    NOT NULL,
+        n     INTEGER NOT NULL,
+        PRIMARY KEY (queue, kind, state)
+    ) WITHOUT ROWID;
+    INSERT INTO errands_counts (queue, kind, state, n)
+        SELECT queue, kind, state, count(*) FROM errands_jobs GROUP BY 1, 2, 3;
+    -- Jobs deleted by an operator (cancelled, purged), so that a job whose
+    -- row is gone without a tombstone is known to have completed.
+    CREATE TABLE errands_tombstones (
+        id    INTEGER PRIMARY KEY,
+        state TEXT    NOT NULL CHECK (state IN ('cancelled', 'purged')),
+        at    INTEGER NOT NULL
+    );",
 ];
 
 /// Brings the database up to [`SCHEMA_VERSION`], or refuses a newer one.

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::counters::Deltas;
 use super::owners;
 use crate::error::{Error, Result};
 use crate::store::{
@@ -64,6 +65,11 @@ pub(super) fn insert_jobs(conn: &Connection, jobs: &[NewJob]) -> Result<Vec<i64>
         ])?;
         ids.push(id);
     }
+    let mut deltas = Deltas::default();
+    for job in jobs {
+        deltas.add(job.queue, job.kind, "available", 1);
+    }
+    deltas.apply(conn)?;
     Ok(ids)
 }
 
@@ -86,8 +92,9 @@ pub(super) fn finish_and_claim(
         .iter()
         .enumerate()
         .filter(|(_, f)| !matches!(f.outcome, Outcome::Completed));
+    let mut deltas = Deltas::default();
     for (index, finished) in completions.chain(others) {
-        match write_outcome(conn, owner, retain_completed, batch.now, finished) {
+        match write_outcome(conn, owner, retain_completed, batch, finished, &mut deltas) {
             Ok(()) => {}
             // One statement failed and SQLite undid just that statement:
             // keep the others, hand this one back to be tried again. One
@@ -102,6 +109,7 @@ pub(super) fn finish_and_claim(
         if *limit == 0 {
             continue;
         }
+        let before = answer.claimed.len();
         let claimed = claim(
             conn,
             owner,
@@ -112,12 +120,16 @@ pub(super) fn finish_and_claim(
             &mut answer.claimed,
         );
         match claimed {
-            Ok(()) => {}
+            Ok(()) => {
+                let n = (answer.claimed.len() - before) as i64;
+                deltas.moved(batch.queue, kind, "available", "running", n);
+            }
             // No room to mark jobs running: claim nothing more this round.
             Err(Error::Database(e)) if is_full(&e) && !conn.is_autocommit() => break,
             Err(e) => return Err(e),
         }
     }
+    deltas.apply(conn)?;
     Ok(answer)
 }
 
@@ -130,49 +142,67 @@ fn write_outcome(
     conn: &Connection,
     owner: &str,
     retain_completed: bool,
-    now: i64,
+    batch: &FinishAndClaim,
     finished: &Finished,
+    deltas: &mut Deltas,
 ) -> Result<()> {
+    let now = batch.now;
     let checkpoint = finished.checkpoint.as_deref();
     let (id, attempt) = (finished.id, finished.attempt);
     // Every statement is conditioned on this owner *and* this attempt: if the
     // job was recovered and claimed again meanwhile (even by this process,
     // under the same owner id), a stale outcome changes nothing.
-    match &finished.outcome {
-        Outcome::Completed if retain_completed => conn
-            .prepare_cached(
+    let (changed, to) = match &finished.outcome {
+        Outcome::Completed if retain_completed => (
+            conn.prepare_cached(
                 "UPDATE errands_jobs SET state = 'completed', owner = NULL, finished_at = ?4
                  WHERE id = ?1 AND owner = ?2 AND attempts = ?3 AND state = 'running'",
             )?
             .execute(params![id, owner, attempt, now])?,
-        Outcome::Completed => conn
-            .prepare_cached(
+            Some("completed"),
+        ),
+        Outcome::Completed => (
+            conn.prepare_cached(
                 "DELETE FROM errands_jobs
                  WHERE id = ?1 AND owner = ?2 AND attempts = ?3 AND state = 'running'",
             )?
             .execute(params![id, owner, attempt])?,
-        Outcome::Retry { run_at, error } => conn
-            .prepare_cached(
+            None,
+        ),
+        Outcome::Retry { run_at, error } => (
+            conn.prepare_cached(
                 "UPDATE errands_jobs SET state = 'available', owner = NULL, run_at = ?4,
                     last_error = ?5, checkpoint = coalesce(?6, checkpoint)
                  WHERE id = ?1 AND owner = ?2 AND attempts = ?3 AND state = 'running'",
             )?
             .execute(params![id, owner, attempt, run_at, error, checkpoint])?,
-        Outcome::Dead { error } => conn
-            .prepare_cached(
+            Some("available"),
+        ),
+        Outcome::Dead { error } => (
+            conn.prepare_cached(
                 "UPDATE errands_jobs SET state = 'dead', owner = NULL, finished_at = ?4,
                     last_error = ?5, checkpoint = coalesce(?6, checkpoint)
                  WHERE id = ?1 AND owner = ?2 AND attempts = ?3 AND state = 'running'",
             )?
             .execute(params![id, owner, attempt, now, error, checkpoint])?,
-        Outcome::Released { .. } => conn
-            .prepare_cached(
+            Some("dead"),
+        ),
+        Outcome::Released { .. } => (
+            conn.prepare_cached(
                 "UPDATE errands_jobs SET state = 'available', owner = NULL,
                     attempts = max(attempts - 1, 0), checkpoint = coalesce(?4, checkpoint)
                  WHERE id = ?1 AND owner = ?2 AND attempts = ?3 AND state = 'running'",
             )?
             .execute(params![id, owner, attempt, checkpoint])?,
+            Some("available"),
+        ),
     };
+    // Counted only if the row really changed (a stale outcome changes none).
+    let changed = changed as i64;
+    deltas.add(batch.queue, finished.kind, "running", -changed);
+    if let Some(to) = to {
+        deltas.add(batch.queue, finished.kind, to, changed);
+    }
     Ok(())
 }
 
@@ -237,6 +267,7 @@ pub(super) fn recover_orphans(
         .query_map([], |row| row.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     let mut moved = 0;
+    let mut deltas = Deltas::default();
     let busy: HashSet<String> = owners.iter().cloned().collect();
     let swept = owners::sweep(lock_dir, &busy);
     if swept > 0 {
@@ -246,23 +277,31 @@ pub(super) fn recover_orphans(
         if owner == me || !owners::is_dead(lock_dir, &owner) {
             continue;
         }
-        let n = conn
-            .prepare_cached(
-                "UPDATE errands_jobs SET
-                    state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'available' END,
-                    finished_at = CASE WHEN attempts >= max_attempts THEN ?2 ELSE NULL END,
-                    last_error = CASE WHEN attempts >= max_attempts
-                        THEN 'the process running its last attempt died (owner ' || ?1 || ')'
-                        ELSE last_error END,
-                    owner = NULL
-                 WHERE state = 'running' AND owner = ?1",
-            )?
-            .execute(params![owner, now])?;
+        let mut stmt = conn.prepare_cached(
+            "UPDATE errands_jobs SET
+                state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'available' END,
+                finished_at = CASE WHEN attempts >= max_attempts THEN ?2 ELSE NULL END,
+                last_error = CASE WHEN attempts >= max_attempts
+                    THEN 'the process running its last attempt died (owner ' || ?1 || ')'
+                    ELSE last_error END,
+                owner = NULL
+             WHERE state = 'running' AND owner = ?1
+             RETURNING queue, kind, state = 'dead'",
+        )?;
+        let mut rows = stmt.query(params![owner, now])?;
+        let mut n = 0;
+        while let Some(row) = rows.next()? {
+            let (queue, kind): (String, String) = (row.get(0)?, row.get(1)?);
+            let to = if row.get(2)? { "dead" } else { "available" };
+            deltas.moved(&queue, &kind, "running", to, 1);
+            n += 1;
+        }
         if n > 0 {
             log::warn!("errands: recovered {n} jobs left running by dead owner {owner}");
         }
         moved += n;
     }
+    deltas.apply(conn)?;
     Ok(moved)
 }
 
@@ -301,58 +340,128 @@ pub(super) fn save_checkpoint(
 pub(super) fn requeue(conn: &Connection, target: &DeadTarget, now: i64) -> Result<u64> {
     let set = "UPDATE errands_jobs SET state = 'available', attempts = 0, run_at = ?1,
                   finished_at = NULL, owner = NULL WHERE state = 'dead'";
-    let n = match target {
+    let returning = "RETURNING queue, kind";
+    let moved = match target {
         DeadTarget::One(id) => {
-            let n = conn
-                .prepare_cached(&format!("{set} AND id = ?2"))?
-                .execute(params![now, id])?;
-            if n == 0 {
+            let moved = groups(
+                conn,
+                &format!("{set} AND id = ?2 {returning}"),
+                params![now, id],
+            )?;
+            if moved.is_empty() {
                 return Err(refusal(conn, *id, "requeue"));
             }
-            n
+            moved
         }
-        DeadTarget::Queue(queue) => conn
-            .prepare_cached(&format!("{set} AND queue = ?2"))?
-            .execute(params![now, queue])?,
-        DeadTarget::All => conn.prepare_cached(set)?.execute(params![now])?,
+        DeadTarget::Queue(queue) => groups(
+            conn,
+            &format!("{set} AND queue = ?2 {returning}"),
+            params![now, queue],
+        )?,
+        DeadTarget::All => groups(conn, &format!("{set} {returning}"), params![now])?,
     };
-    Ok(n as u64)
+    let mut deltas = Deltas::default();
+    for (queue, kind) in &moved {
+        deltas.moved(queue, kind, "dead", "available", 1);
+    }
+    deltas.apply(conn)?;
+    Ok(moved.len() as u64)
 }
 
-pub(super) fn purge(conn: &Connection, target: &DeadTarget) -> Result<u64> {
+pub(super) fn purge(conn: &Connection, target: &DeadTarget, now: i64) -> Result<u64> {
     let delete = "DELETE FROM errands_jobs WHERE state = 'dead'";
-    let n = match target {
+    let returning = "RETURNING queue, kind, id";
+    let gone = match target {
         DeadTarget::One(id) => {
-            let n = conn
-                .prepare_cached(&format!("{delete} AND id = ?1"))?
-                .execute(params![id])?;
-            if n == 0 {
+            let gone = groups_and_ids(
+                conn,
+                &format!("{delete} AND id = ?1 {returning}"),
+                params![id],
+            )?;
+            if gone.is_empty() {
                 return Err(refusal(conn, *id, "purge"));
             }
-            n
+            gone
         }
-        DeadTarget::Queue(queue) => conn
-            .prepare_cached(&format!("{delete} AND queue = ?1"))?
-            .execute(params![queue])?,
-        DeadTarget::All => conn.prepare_cached(delete)?.execute([])?,
+        DeadTarget::Queue(queue) => groups_and_ids(
+            conn,
+            &format!("{delete} AND queue = ?1 {returning}"),
+            params![queue],
+        )?,
+        DeadTarget::All => groups_and_ids(conn, &format!("{delete} {returning}"), [])?,
     };
-    Ok(n as u64)
+    forget(conn, &gone, "dead", "purged", now)?;
+    Ok(gone.len() as u64)
 }
 
-pub(super) fn cancel(conn: &Connection, id: i64) -> Result<()> {
-    let n = conn
-        .prepare_cached("DELETE FROM errands_jobs WHERE id = ?1 AND state = 'available'")?
-        .execute(params![id])?;
-    if n == 0 {
+pub(super) fn cancel(conn: &Connection, id: i64, now: i64) -> Result<()> {
+    let gone = groups_and_ids(
+        conn,
+        "DELETE FROM errands_jobs WHERE id = ?1 AND state = 'available' RETURNING queue, kind, id",
+        params![id],
+    )?;
+    if gone.is_empty() {
         return Err(refusal(conn, id, "cancel"));
     }
-    Ok(())
+    forget(conn, &gone, "available", "cancelled", now)
 }
 
 pub(super) fn prune_completed(conn: &Connection, before: i64) -> Result<u64> {
-    Ok(conn
-        .prepare_cached("DELETE FROM errands_jobs WHERE state = 'completed' AND finished_at < ?1")?
-        .execute(params![before])? as u64)
+    let gone = groups(
+        conn,
+        "DELETE FROM errands_jobs WHERE state = 'completed' AND finished_at < ?1
+         RETURNING queue, kind",
+        params![before],
+    )?;
+    let mut deltas = Deltas::default();
+    for (queue, kind) in &gone {
+        deltas.add(queue, kind, "completed", -1);
+    }
+    deltas.apply(conn)?;
+    Ok(gone.len() as u64)
+}
+
+/// Deleted jobs: counted out of `state`, and remembered as `how`
+/// (cancelled, purged) so that `status(id)` can tell them from completed
+/// jobs, whose rows are deleted without a trace.
+fn forget(
+    conn: &Connection,
+    gone: &[(String, String, i64)],
+    state: &'static str,
+    how: &'static str,
+    now: i64,
+) -> Result<()> {
+    let mut deltas = Deltas::default();
+    let mut remember = conn.prepare_cached(
+        "INSERT OR REPLACE INTO errands_tombstones (id, state, at) VALUES (?1, ?2, ?3)",
+    )?;
+    for (queue, kind, id) in gone {
+        deltas.add(queue, kind, state, -1);
+        remember.execute(params![id, how, now])?;
+    }
+    deltas.apply(conn)
+}
+
+/// Runs a statement that returns `queue, kind` per row changed.
+fn groups(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<(String, String)>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Runs a statement that returns `queue, kind, id` per row changed.
+fn groups_and_ids(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<(String, String, i64)>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// Why an operation on job `id` changed nothing: it is gone, or in a state
