@@ -22,7 +22,7 @@ use crate::codec;
 use crate::config_problem::ConfigProblem;
 use crate::error::{Error, Result};
 use crate::events::Events;
-use crate::inspect::{Counts, JobInfo};
+use crate::inspect::{Counts, JobInfo, JobStatus};
 use crate::job::Job;
 use crate::store::{DeadTarget, NewJob};
 
@@ -269,6 +269,24 @@ impl Errands {
     /// longer exists (completed jobs are deleted unless retained).
     pub async fn job(&self, id: i64) -> Result<Option<JobInfo>> {
         self.inner.shared.store.job(id, self.now()).await
+    }
+
+    /// What became of a job: its stored state, or whether it completed, was
+    /// cancelled, was purged, or never existed. For status endpoints, where
+    /// [`Errands::job`]'s `None` cannot tell "done" from "no such job".
+    /// Costs one indexed read; the engine keeps nothing extra per job for it.
+    ///
+    /// ```no_run
+    /// # async fn demo(errands: errands::Errands, id: i64) -> errands::Result<()> {
+    /// match errands.status(id).await? {
+    ///     errands::JobStatus::Completed => println!("done"),
+    ///     errands::JobStatus::Stored(info) => println!("{}", info.state),
+    ///     other => println!("{other:?}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn status(&self, id: i64) -> Result<JobStatus> {
+        self.inner.shared.store.status(id, self.now()).await
     }
 
     /// Job counts by queue, kind and state, including kinds no worker in

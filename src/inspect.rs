@@ -89,6 +89,30 @@ pub struct JobInfo {
     pub last_error: Option<String>,
 }
 
+/// What became of a job, from [`Errands::status`](crate::Errands::status):
+/// unlike [`Errands::job`](crate::Errands::job), it tells a job that
+/// finished (and whose row was deleted) from one that never existed.
+///
+/// Serialises as an object tagged `"status"`: `{"status":"completed"}`, or
+/// `{"status":"stored","id":7,"state":"running",…}` with the job's fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum JobStatus {
+    /// The job is stored: waiting, running, dead, or completed and retained.
+    Stored(JobInfo),
+    /// The job completed successfully and its row was deleted (no details
+    /// are kept unless [`Builder::retain_completed`](crate::Builder::retain_completed)
+    /// is set, in which case it reads as `Stored` while retained).
+    Completed,
+    /// The job was cancelled before it ran ([`Errands::cancel`](crate::Errands::cancel)).
+    Cancelled,
+    /// The job was dead and was purged ([`Errands::purge`](crate::Errands::purge)).
+    Purged,
+    /// No job with this id was ever enqueued in this database.
+    NotFound,
+}
+
 /// How many jobs of one kind in one queue are in each state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {

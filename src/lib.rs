@@ -65,7 +65,7 @@ pub use config_problem::{ConfigProblem, MAX_BUSY_TIMEOUT, MAX_CONCURRENCY, MAX_E
 pub use context::JobContext;
 pub use error::{Error, Result};
 pub use events::{Event, Events, EventsError};
-pub use inspect::{Counts, JobInfo, JobState};
+pub use inspect::{Counts, JobInfo, JobState, JobStatus};
 pub use job::{Job, JobError, JobResult};
 pub use steps::Cursor;
 pub use store::sqlite::{SqliteOptions, Synchronous};

@@ -140,3 +140,42 @@ async fn purge_all_and_wrong_state_errors() {
         Err(Error::NotFound(_))
     ));
 }
+
+/// `status(id)` tells what became of a job after its row is gone:
+/// completed, cancelled, purged, or never enqueued at all.
+#[actix_rt::test]
+async fn status_tells_completed_cancelled_purged_and_unknown_apart() {
+    let db = common::temp_db();
+    let switch = Arc::new(Switch(AtomicBool::new(true)));
+    let errands = start(&db, &switch).await;
+    let mut events = errands.subscribe();
+    let ok = errands.enqueue(Charge { order: 1 }).await.unwrap();
+    common::wait_for(&mut events, |e| e.id() == ok).await;
+    switch.0.store(false, Ordering::SeqCst);
+    let dies = errands.enqueue(Charge { order: 13 }).await.unwrap();
+    common::wait_for(&mut events, |e| e.id() == dies).await;
+    let later = errands
+        .enqueue_in(Charge { order: 2 }, std::time::Duration::from_secs(3600))
+        .await
+        .unwrap();
+
+    use errands::JobStatus;
+    assert_eq!(errands.status(ok).await.unwrap(), JobStatus::Completed);
+    assert!(matches!(
+        errands.status(dies).await.unwrap(),
+        JobStatus::Stored(info) if info.state == errands::JobState::Dead
+    ));
+    errands.purge(dies).await.unwrap();
+    assert_eq!(errands.status(dies).await.unwrap(), JobStatus::Purged);
+    errands.cancel(later).await.unwrap();
+    assert_eq!(errands.status(later).await.unwrap(), JobStatus::Cancelled);
+    assert_eq!(
+        errands.status(later + 1).await.unwrap(),
+        JobStatus::NotFound
+    );
+    assert_eq!(errands.status(0).await.unwrap(), JobStatus::NotFound);
+    assert_eq!(
+        serde_json::to_value(errands.status(ok).await.unwrap()).unwrap(),
+        serde_json::json!({"status": "completed"})
+    );
+}

@@ -20,7 +20,7 @@ use std::pin::Pin;
 pub(crate) use types::*;
 
 use crate::error::Result;
-use crate::inspect::{Counts, JobInfo};
+use crate::inspect::{Counts, JobInfo, JobStatus};
 
 /// A handler's own SQL, run inside the store's transaction.
 pub(crate) type TransactionWork =
@@ -53,6 +53,9 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// One job, if it still exists.
     fn job(&self, id: i64, now: i64) -> StoreFuture<Option<JobInfo>>;
+
+    /// One job, or what became of it.
+    fn status(&self, id: i64, now: i64) -> StoreFuture<JobStatus>;
 
     /// Dead jobs, newest first, optionally of one queue.
     fn dead_jobs(&self, queue: Option<String>, limit: usize) -> StoreFuture<Vec<JobInfo>>;

@@ -34,7 +34,7 @@ use super::{
     DeadTarget, FinishAndClaim, FinishedAndClaimed, NewJob, Store, StoreFuture, TransactionWork,
 };
 use crate::error::{Error, Result};
-use crate::inspect::{Counts, JobInfo};
+use crate::inspect::{Counts, JobInfo, JobStatus};
 
 /// The SQLite implementation of [`Store`].
 pub(crate) struct SqliteStore {
@@ -234,6 +234,10 @@ impl Store for SqliteStore {
 
     fn job(&self, id: i64, now: i64) -> StoreFuture<Option<JobInfo>> {
         self.read(move |conn| reads::job(conn, id, now))
+    }
+
+    fn status(&self, id: i64, now: i64) -> StoreFuture<JobStatus> {
+        self.read(move |conn| reads::status(conn, id, now))
     }
 
     fn dead_jobs(&self, queue: Option<String>, limit: usize) -> StoreFuture<Vec<JobInfo>> {

@@ -5,7 +5,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::clock::ms_to_system_time;
 use crate::error::Result;
-use crate::inspect::{Counts, JobInfo, JobState};
+use crate::inspect::{Counts, JobInfo, JobState, JobStatus};
 
 const JOB_COLUMNS: &str = "id, queue, kind, state, attempts, max_attempts, run_at, created_at,
                            started_at, finished_at, last_error";
@@ -35,6 +35,34 @@ pub(super) fn job(conn: &Connection, id: i64, now: i64) -> Result<Option<JobInfo
         ))?
         .query_row(params![id], |row| job_info(row, now))
         .optional()?)
+}
+
+/// A job's row, else what its absence means: a tombstone says it was
+/// cancelled or purged; otherwise an id at or below the highest ever given
+/// (ids are AUTOINCREMENT, never reused) belonged to a job that completed,
+/// since completion is the only other way a row is deleted.
+pub(super) fn status(conn: &Connection, id: i64, now: i64) -> Result<JobStatus> {
+    if let Some(info) = job(conn, id, now)? {
+        return Ok(JobStatus::Stored(info));
+    }
+    let tombstone: Option<String> = conn
+        .prepare_cached("SELECT state FROM errands_tombstones WHERE id = ?1")?
+        .query_row(params![id], |row| row.get(0))
+        .optional()?;
+    match tombstone.as_deref() {
+        Some("cancelled") => return Ok(JobStatus::Cancelled),
+        Some(_) => return Ok(JobStatus::Purged),
+        None => {}
+    }
+    let highest: Option<i64> = conn
+        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'errands_jobs'")?
+        .query_row([], |row| row.get(0))
+        .optional()?;
+    Ok(if id >= 1 && highest.is_some_and(|highest| id <= highest) {
+        JobStatus::Completed
+    } else {
+        JobStatus::NotFound
+    })
 }
 
 pub(super) fn dead_jobs(
