@@ -166,11 +166,9 @@ fn configure_writer(conn: &Connection, options: &SqliteOptions) -> rusqlite::Res
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {};
          PRAGMA temp_store = MEMORY;
-         PRAGMA wal_autocheckpoint = {};
-         PRAGMA journal_size_limit = {};",
+         PRAGMA wal_autocheckpoint = {};",
         options.synchronous.pragma(),
-        checkpointer::WRITER_AUTOCHECKPOINT_PAGES,
-        checkpointer::WAL_SIZE_LIMIT_BYTES
+        checkpointer::WRITER_AUTOCHECKPOINT_PAGES
     ))?;
     // Plan each statement once. Since 3.53 SQLite reads a bound `LIMIT ?`
     // while planning and so re-prepares the claim statement every time it
