@@ -8,9 +8,12 @@
 //! curl localhost:8080/jobs/1
 //! ```
 //!
-//! Ctrl-C stops the HTTP server, then drains the queue: running jobs get up
-//! to 30 s to finish, and whatever is still running after that goes back to
-//! the queue for the next start.
+//! Stopping: actix-web stops the HTTP server on SIGTERM gracefully (it
+//! waits for requests in flight) and on SIGINT (Ctrl-C) at once; either way
+//! `run()` then returns and errands drains: running jobs get up to 30 s to
+//! finish, and whatever still runs after that goes back to the queue for the
+//! next start. After SIGKILL nothing drains; the next start puts the jobs
+//! that were running back at once.
 
 use std::time::Duration;
 
@@ -87,29 +90,21 @@ async fn reminders(errands: web::Data<Errands>, q: web::Query<ReminderQuery>) ->
 
 #[get("/jobs/counts")]
 async fn counts(errands: web::Data<Errands>) -> impl Responder {
+    // `Counts` is `Serialize`: by queue and kind, a number per state.
     match errands.counts().await {
-        Ok(rows) => HttpResponse::Ok().json(
-            rows.iter()
-                .map(|c| {
-                    serde_json::json!({
-                        "queue": c.queue, "kind": c.kind, "scheduled": c.scheduled,
-                        "available": c.available, "running": c.running, "dead": c.dead,
-                    })
-                })
-                .collect::<Vec<_>>(),
-        ),
+        Ok(rows) => HttpResponse::Ok().json(rows),
         Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
     }
 }
 
 #[get("/jobs/{id}")]
 async fn job(errands: web::Data<Errands>, id: web::Path<i64>) -> impl Responder {
-    match errands.job(*id).await {
-        Ok(Some(info)) => HttpResponse::Ok().json(serde_json::json!({
-            "id": info.id, "kind": info.kind, "state": info.state.as_str(),
-            "attempts": info.attempts, "last_error": info.last_error,
-        })),
-        Ok(None) => HttpResponse::NotFound().body("no such job (finished jobs are deleted)"),
+    // `status` tells a finished job (its row deleted) from one that never
+    // existed; `JobStatus` serialises as {"status": "completed"}, or
+    // {"status": "stored", "state": "running", "attempts": 1, ...}.
+    match errands.status(*id).await {
+        Ok(errands::JobStatus::NotFound) => HttpResponse::NotFound().body("no such job"),
+        Ok(status) => HttpResponse::Ok().json(status),
         Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
     }
 }

@@ -72,3 +72,9 @@ pub use store::sqlite::{SqliteOptions, Synchronous};
 
 /// The rusqlite version errands uses, for [`JobContext::transaction`].
 pub use rusqlite;
+
+/// Every Rust block in the README is compiled (and, unless marked `no_run`,
+/// run) by `cargo test`, so the code a newcomer pastes works as shown.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
