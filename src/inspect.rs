@@ -18,7 +18,10 @@ pub enum JobState {
     Scheduled,
     /// Ready to run as soon as a worker has a free slot.
     Available,
-    /// Claimed by a worker; an attempt is in progress.
+    /// Claimed ahead by a process (prefetch) and waiting there for a free
+    /// slot; its handler has not started.
+    Claimed,
+    /// Its handler is running (an attempt is in progress).
     Running,
     /// Attempts used up, a permanent error, or an undecodable payload.
     /// Kept with its last error until requeued or purged.
@@ -33,18 +36,21 @@ impl JobState {
         match self {
             JobState::Scheduled => "scheduled",
             JobState::Available => "available",
+            JobState::Claimed => "claimed",
             JobState::Running => "running",
             JobState::Dead => "dead",
             JobState::Completed => "completed",
         }
     }
 
-    /// Reads a stored state; `Available` rows whose `run_at` is later than
-    /// `now` are reported as `Scheduled`.
-    pub(crate) fn from_row(state: &str, run_at: i64, now: i64) -> JobState {
+    /// Reads a stored state; `available` rows whose `run_at` is later than
+    /// `now` are reported as `Scheduled`, `running` rows not marked started
+    /// as `Claimed`.
+    pub(crate) fn from_row(state: &str, run_at: i64, now: i64, started: bool) -> JobState {
         match state {
             "available" if run_at > now => JobState::Scheduled,
             "available" => JobState::Available,
+            "running" if !started => JobState::Claimed,
             "running" => JobState::Running,
             "dead" => JobState::Dead,
             _ => JobState::Completed,
@@ -124,6 +130,8 @@ pub struct Counts {
     pub scheduled: u64,
     /// Ready to run.
     pub available: u64,
+    /// Claimed ahead by a process, waiting there for a slot (not started).
+    pub claimed: u64,
     /// Running now.
     pub running: u64,
     /// Dead.
@@ -133,8 +141,9 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// Jobs of this kind that have not finished (scheduled, available or running).
+    /// Jobs of this kind that have not finished (scheduled, available,
+    /// claimed or running).
     pub fn pending(&self) -> u64 {
-        self.scheduled + self.available + self.running
+        self.scheduled + self.available + self.claimed + self.running
     }
 }

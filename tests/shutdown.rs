@@ -213,17 +213,26 @@ async fn shutdown_says_which_released_jobs_had_started() {
         .await
         .unwrap();
     gate.started.notified().await;
-    // Wait until the other two are claimed ahead (polling the store's view).
+    // Wait until the other two are claimed ahead (polling the store's
+    // view): inspection tells them from the one running.
     let claimed_ahead = actix_rt::time::timeout(common::PATIENCE, async {
         loop {
             let counts = errands.counts().await.unwrap();
-            if counts.first().is_some_and(|c| c.running == 3) {
-                return;
+            if counts.first().is_some_and(|c| c.claimed == 2) {
+                return counts[0].clone();
             }
             actix_rt::time::sleep(Duration::from_millis(1)).await;
         }
     });
-    claimed_ahead.await.expect("prefetch claims the other two");
+    let counts = claimed_ahead.await.expect("prefetch claims the other two");
+    assert_eq!((counts.running, counts.claimed), (1, 2));
+    let first = errands.job(ids[0]).await.unwrap().unwrap();
+    assert_eq!(first.state, JobState::Running);
+    assert!(first.started_at.is_some());
+    for id in &ids[1..] {
+        let info = errands.job(*id).await.unwrap().unwrap();
+        assert_eq!((info.state, info.started_at), (JobState::Claimed, None));
+    }
 
     let result = errands.shutdown(Duration::from_millis(100)).await;
     assert!(

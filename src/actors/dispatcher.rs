@@ -34,7 +34,7 @@ use super::{Shared, StopActor};
 use crate::clock::ms_to_system_time;
 use crate::error::Result;
 use crate::events::Event;
-use crate::store::{ClaimedJob, FinishAndClaim, Finished, FinishedAndClaimed, Outcome};
+use crate::store::{Claim, ClaimedJob, FinishAndClaim, Finished, FinishedAndClaimed, Outcome};
 
 /// Finish-and-claim requests one dispatcher keeps in flight at most.
 ///
@@ -56,6 +56,8 @@ pub(crate) struct KindSlots {
     /// Claimed, waiting for a free slot.
     buffer: VecDeque<ClaimedJob>,
     reserved: usize,
+    /// Of `reserved`, the jobs claims in flight will mark started.
+    reserved_now: usize,
     /// Whether ready jobs of this kind may exist; cleared when a claim
     /// returns fewer jobs than asked (unless a wake came meanwhile), set by
     /// any wake and by a claim that got all it asked for.
@@ -79,6 +81,7 @@ impl KindSlots {
             running: 0,
             buffer: VecDeque::new(),
             reserved: 0,
+            reserved_now: 0,
             maybe_ready: true,
             wakes: 0,
         }
@@ -97,8 +100,9 @@ impl KindSlots {
             .saturating_sub(self.running + self.buffer.len() + self.reserved)
     }
 
-    /// Starts buffered jobs while slots are free.
-    fn start_buffered(&mut self) {
+    /// Starts buffered jobs while slots are free. Jobs claimed ahead are
+    /// added to `marks`: the next request marks them started.
+    fn start_buffered(&mut self, marks: &mut Vec<(i64, &'static str)>) {
         let n = self
             .limit
             .saturating_sub(self.running)
@@ -108,7 +112,16 @@ impl KindSlots {
         }
         self.running += n;
         let jobs: Vec<ClaimedJob> = self.buffer.drain(..n).collect();
+        marks.extend(jobs.iter().filter(|j| !j.marked).map(|j| (j.id, self.kind)));
         self.worker.run.do_send(RunJobs(jobs));
+    }
+
+    /// How many of a claim of `n` can start at once: the slots free now
+    /// that no buffered job or claim in flight will take.
+    fn start_now(&self, n: usize) -> usize {
+        self.limit
+            .saturating_sub(self.running + self.buffer.len() + self.reserved_now)
+            .min(n)
     }
 
     /// Releases every buffered job: none of them started.
@@ -123,7 +136,10 @@ impl KindSlots {
                     id: job.id,
                     kind,
                     attempt: job.attempt,
-                    outcome: Outcome::Released { started: false },
+                    outcome: Outcome::Released {
+                        started: false,
+                        marked: job.marked,
+                    },
                     checkpoint: None,
                 },
             })
@@ -184,6 +200,9 @@ pub(crate) struct Dispatcher {
     /// The database was full: write outcomes one request at a time, no
     /// claims, until the outcomes waiting are all written.
     isolating: bool,
+    /// Jobs claimed ahead that have started since the last request; the
+    /// next request marks them started (`claimed` becomes `running`).
+    marks: Vec<(i64, &'static str)>,
     draining: Option<Draining>,
 }
 
@@ -207,6 +226,7 @@ impl Dispatcher {
             pump_queued: false,
             write_backoff: None,
             isolating: false,
+            marks: Vec::new(),
             draining: None,
         }
     }
@@ -272,17 +292,23 @@ impl Dispatcher {
         // One request claims at most a limit's worth of each kind: the rest
         // of the prefetch is for the next request, so that one can claim
         // while this one's jobs run.
-        let claims: Vec<(&'static str, usize)> = self
+        let claims: Vec<Claim> = self
             .kinds
             .iter_mut()
             .filter(|k| claiming && k.maybe_ready && k.free() > 0)
             .map(|k| {
                 let n = k.free().min(k.limit);
+                let start_now = k.start_now(n);
                 k.reserved += n;
-                (k.kind, n)
+                k.reserved_now += start_now;
+                Claim {
+                    kind: k.kind,
+                    n,
+                    start_now,
+                }
             })
             .collect();
-        if self.pending.is_empty() && claims.is_empty() {
+        if self.pending.is_empty() && claims.is_empty() && self.marks.is_empty() {
             return false;
         }
         let outcomes = std::mem::take(&mut self.pending);
@@ -297,6 +323,10 @@ impl Dispatcher {
     /// not just the statement, so the split has to happen here.
     fn send_isolated(&mut self, ctx: &mut Context<Self>) -> bool {
         if self.in_flight > 0 || self.pending.is_empty() {
+            if !self.marks.is_empty() && self.in_flight == 0 {
+                self.send(Vec::new(), Vec::new(), ctx);
+                return true;
+            }
             if self.pending.is_empty() && self.in_flight == 0 {
                 self.isolating = false;
             }
@@ -318,15 +348,12 @@ impl Dispatcher {
         true
     }
 
-    /// Sends one finish-and-claim request.
-    fn send(
-        &mut self,
-        outcomes: Vec<PendingOutcome>,
-        claims: Vec<(&'static str, usize)>,
-        ctx: &mut Context<Self>,
-    ) {
+    /// Sends one finish-and-claim request (with every start mark waiting).
+    fn send(&mut self, outcomes: Vec<PendingOutcome>, claims: Vec<Claim>, ctx: &mut Context<Self>) {
         let wakes: Vec<u64> = self.kinds.iter().map(|k| k.wakes).collect();
+        let marks = std::mem::take(&mut self.marks);
         let batch = FinishAndClaim {
+            started: marks.clone(),
             finished: outcomes.iter().map(|p| p.finished.clone()).collect(),
             queue: self.queue,
             claims: claims.clone(),
@@ -334,11 +361,14 @@ impl Dispatcher {
         };
         self.in_flight += 1;
         let request = self.shared.store.finish_and_claim(batch);
-        ctx.spawn(
-            request
-                .into_actor(self)
-                .map(move |result, act, ctx| act.written(result, outcomes, claims, wakes, ctx)),
-        );
+        ctx.spawn(request.into_actor(self).map(move |result, act, ctx| {
+            if result.is_err() {
+                // Not written: they go with the next request.
+                let later = std::mem::replace(&mut act.marks, marks);
+                act.marks.extend(later);
+            }
+            act.written(result, outcomes, claims, wakes, ctx)
+        }));
     }
 
     /// The store answered a finish-and-claim request.
@@ -346,14 +376,15 @@ impl Dispatcher {
         &mut self,
         result: Result<FinishedAndClaimed>,
         mut outcomes: Vec<PendingOutcome>,
-        asked: Vec<(&'static str, usize)>,
+        asked: Vec<Claim>,
         wakes: Vec<u64>,
         ctx: &mut Context<Self>,
     ) {
         self.in_flight -= 1;
-        for (kind, n) in &asked {
-            if let Some(slots) = self.slots(kind) {
-                slots.reserved -= n;
+        for claim in &asked {
+            if let Some(slots) = self.slots(claim.kind) {
+                slots.reserved -= claim.n;
+                slots.reserved_now -= claim.start_now;
             }
         }
         match result {
@@ -405,6 +436,9 @@ impl Dispatcher {
     ) {
         let deadline_passed = self.draining.as_ref().is_some_and(|d| d.deadline_passed);
         if store_gone || deadline_passed {
+            // Start marks go too: those jobs read as claimed, and the next
+            // start gives them their attempt back.
+            self.marks.clear();
             let ids: Vec<i64> = outcomes.iter().map(|p| p.finished.id).collect();
             log::error!(
                 "errands: queue `{}`: giving up writing the outcomes of jobs {ids:?} ({why}); \
@@ -436,14 +470,9 @@ impl Dispatcher {
 
     /// Buffers claimed jobs, starts as many as slots allow, and notes which
     /// kinds have nothing more ready.
-    fn start_jobs(
-        &mut self,
-        claimed: Vec<ClaimedJob>,
-        asked: &[(&'static str, usize)],
-        wakes_at_send: &[u64],
-    ) {
+    fn start_jobs(&mut self, claimed: Vec<ClaimedJob>, asked: &[Claim], wakes_at_send: &[u64]) {
         for (slots, wakes) in self.kinds.iter_mut().zip(wakes_at_send) {
-            let Some((_, asked)) = asked.iter().find(|(k, _)| *k == slots.kind) else {
+            let Some(asked) = asked.iter().find(|c| c.kind == slots.kind).map(|c| &c.n) else {
                 continue;
             };
             let got = claimed.iter().filter(|j| j.kind == slots.kind).count();
@@ -464,7 +493,7 @@ impl Dispatcher {
         }
         if self.may_start() {
             for slots in &mut self.kinds {
-                slots.start_buffered();
+                slots.start_buffered(&mut self.marks);
             }
         }
     }
@@ -532,7 +561,7 @@ impl Dispatcher {
                     attempt,
                     error: error.clone(),
                 },
-                Outcome::Released { started } => Event::Released {
+                Outcome::Released { started, .. } => Event::Released {
                     id,
                     kind,
                     started: *started,
@@ -545,6 +574,7 @@ impl Dispatcher {
     fn finish_drain_if_idle(&mut self) {
         let idle = self.in_flight == 0
             && self.pending.is_empty()
+            && self.marks.is_empty()
             && self
                 .kinds
                 .iter()
@@ -586,7 +616,10 @@ impl Dispatcher {
                                 id: job.id,
                                 kind,
                                 attempt: job.attempt,
-                                outcome: Outcome::Released { started: true },
+                                outcome: Outcome::Released {
+                                    started: true,
+                                    marked: true,
+                                },
                                 checkpoint: job.checkpoint,
                             },
                         });
@@ -652,13 +685,14 @@ impl Handler<AttemptDone> for Dispatcher {
         let due_now = matches!(msg.finished.outcome,
             Outcome::Retry { run_at, .. } if run_at <= self.shared.clock.now_ms());
         let may_start = self.may_start();
-        if let Some(slots) = self.slots(msg.kind) {
+        let marks = &mut self.marks;
+        if let Some(slots) = self.kinds.iter_mut().find(|k| k.kind == msg.kind) {
             slots.running = slots.running.saturating_sub(1);
             if due_now {
                 slots.wake();
             }
             if may_start {
-                slots.start_buffered();
+                slots.start_buffered(marks);
             }
         }
         self.pending.push(PendingOutcome {

@@ -22,6 +22,19 @@ pub(crate) struct ClaimedJob {
     pub max_attempts: u32,
     /// Saved progress of a resumable job.
     pub checkpoint: Option<Vec<u8>>,
+    /// Claimed to start at once, so marked started in the claim itself.
+    /// Otherwise claimed ahead (prefetch): `claimed`, not `running`, until
+    /// the dispatcher starts it and marks it ([`FinishAndClaim::started`]).
+    pub marked: bool,
+}
+
+/// Claim up to `n` ready jobs of `kind`, the first `start_now` of them to
+/// start at once (the rest are claimed ahead).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Claim {
+    pub kind: &'static str,
+    pub n: usize,
+    pub start_now: usize,
 }
 
 /// How an attempt ended, as written back to the store.
@@ -35,8 +48,9 @@ pub(crate) enum Outcome {
     Dead { error: String },
     /// Not finished at shutdown: back to the queue, this attempt not
     /// counted. `started` is false for a job claimed ahead (prefetch) whose
-    /// handler never ran.
-    Released { started: bool },
+    /// handler never ran; `marked` says whether its row was marked started
+    /// (for the counts).
+    Released { started: bool, marked: bool },
 }
 
 /// One finished attempt.
@@ -53,13 +67,15 @@ pub(crate) struct Finished {
     pub checkpoint: Option<Vec<u8>>,
 }
 
-/// The dispatcher's request: write these outcomes, then claim up to
-/// `limit` ready jobs of each kind.
+/// The dispatcher's request: mark these claimed-ahead jobs started, write
+/// these outcomes, then claim ready jobs of each kind.
 #[derive(Debug, Default)]
 pub(crate) struct FinishAndClaim {
+    /// Jobs claimed ahead whose handlers have started: (id, kind).
+    pub started: Vec<(i64, &'static str)>,
     pub finished: Vec<Finished>,
     pub queue: &'static str,
-    pub claims: Vec<(&'static str, usize)>,
+    pub claims: Vec<Claim>,
     pub now: i64,
 }
 

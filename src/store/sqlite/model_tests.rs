@@ -11,14 +11,17 @@ use proptest::prelude::*;
 use super::{SqliteOptions, SqliteStore};
 use crate::error::Error;
 use crate::inspect::JobState;
-use crate::store::{DeadTarget, FinishAndClaim, Finished, NewJob, Outcome, Store};
+use crate::store::{Claim, DeadTarget, FinishAndClaim, Finished, NewJob, Outcome, Store};
 
 const MAX_ATTEMPTS: u32 = 3;
 
 #[derive(Debug, Clone)]
 enum Op {
     Enqueue(usize),
+    /// Claims n jobs, the first half to start at once, the rest ahead.
     Claim(usize),
+    /// A job claimed ahead starts (is marked started).
+    Start(usize),
     Complete(usize),
     Fail(usize),
     /// An outcome of an earlier attempt of a running job arrives late: it
@@ -34,6 +37,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (1usize..5).prop_map(Op::Enqueue),
         3 => (1usize..4).prop_map(Op::Claim),
+        2 => any::<usize>().prop_map(Op::Start),
         2 => any::<usize>().prop_map(Op::Complete),
         3 => any::<usize>().prop_map(Op::Fail),
         1 => any::<usize>().prop_map(Op::StaleOutcome),
@@ -76,8 +80,7 @@ async fn finish(store: &SqliteStore, id: i64, attempt: u32, outcome: Outcome) {
             checkpoint: None,
         }],
         queue: "q",
-        claims: vec![],
-        now: 0,
+        ..FinishAndClaim::default()
     };
     store.finish_and_claim(batch).await.unwrap();
 }
@@ -114,11 +117,15 @@ async fn run(ops: Vec<Op>) {
                 }
             }
             Op::Claim(n) => {
+                let start_now = n.div_ceil(2);
                 let batch = FinishAndClaim {
-                    finished: vec![],
+                    claims: vec![Claim {
+                        kind: "k",
+                        n,
+                        start_now,
+                    }],
                     queue: "q",
-                    claims: vec![("k", n)],
-                    now: 0,
+                    ..FinishAndClaim::default()
                 };
                 let mut got: Vec<i64> = store
                     .finish_and_claim(batch)
@@ -134,10 +141,25 @@ async fn run(ops: Vec<Op>) {
                     .take(n)
                     .collect();
                 assert_eq!(got, expected, "claims the oldest ready jobs");
-                for id in got {
+                for (i, id) in got.into_iter().enumerate() {
                     let m = model.get_mut(&id).unwrap();
-                    m.state = JobState::Running;
+                    m.state = if i < start_now {
+                        JobState::Running
+                    } else {
+                        JobState::Claimed
+                    };
                     m.attempts += 1;
+                }
+            }
+            Op::Start(i) => {
+                if let Some(id) = pick(in_state(&model, JobState::Claimed), i) {
+                    let batch = FinishAndClaim {
+                        started: vec![(id, "k")],
+                        queue: "q",
+                        ..FinishAndClaim::default()
+                    };
+                    store.finish_and_claim(batch).await.unwrap();
+                    model.get_mut(&id).unwrap().state = JobState::Running;
                 }
             }
             Op::Complete(i) => {
@@ -188,8 +210,10 @@ async fn run(ops: Vec<Op>) {
                 store = open(&path);
                 let moved = store.recover_orphans(0).await.unwrap();
                 let running = in_state(&model, JobState::Running);
-                assert_eq!(moved, running.len());
-                for id in running {
+                let claimed = in_state(&model, JobState::Claimed);
+                assert_eq!(moved, running.len() + claimed.len());
+                // Claimed ahead or running: back alike (the attempt counted).
+                for id in running.into_iter().chain(claimed) {
                     let m = model.get_mut(&id).unwrap();
                     m.state = if m.attempts >= MAX_ATTEMPTS {
                         JobState::Dead
@@ -251,6 +275,7 @@ async fn run(ops: Vec<Op>) {
         let modelled = |state| model.values().filter(|m| m.state == state).count();
         assert_eq!(stored(|c| c.available), modelled(JobState::Available));
         assert_eq!(stored(|c| c.running), modelled(JobState::Running));
+        assert_eq!(stored(|c| c.claimed), modelled(JobState::Claimed));
         assert_eq!(stored(|c| c.dead), modelled(JobState::Dead));
         assert_eq!(stored(|c| c.scheduled + c.completed), 0);
     }

@@ -17,7 +17,7 @@ fn job_info(row: &Row<'_>, now: i64) -> rusqlite::Result<JobInfo> {
         id: row.get(0)?,
         queue: row.get(1)?,
         kind: row.get(2)?,
-        state: JobState::from_row(&state, run_at, now),
+        state: JobState::from_row(&state, run_at, now, row.get::<_, Option<i64>>(8)?.is_some()),
         attempts: row.get(4)?,
         max_attempts: row.get(5)?,
         run_at: ms_to_system_time(run_at),
@@ -108,10 +108,11 @@ pub(super) fn counts(conn: &Connection, now: i64) -> Result<Vec<Counts>> {
                 out.last_mut().expect("just pushed")
             }
         };
-        *match JobState::from_row(&state, 0, 0) {
-            JobState::Available | JobState::Scheduled => &mut entry.available,
-            JobState::Running => &mut entry.running,
-            JobState::Dead => &mut entry.dead,
+        *match state.as_str() {
+            "available" => &mut entry.available,
+            "claimed" => &mut entry.claimed,
+            "running" => &mut entry.running,
+            "dead" => &mut entry.dead,
             _ => &mut entry.completed,
         } += n;
     }

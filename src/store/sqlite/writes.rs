@@ -14,7 +14,7 @@ use super::counters::Deltas;
 use super::owners;
 use crate::error::{Error, Result};
 use crate::store::{
-    ClaimedJob, DeadTarget, FinishAndClaim, Finished, FinishedAndClaimed, NewJob, Outcome,
+    Claim, ClaimedJob, DeadTarget, FinishAndClaim, Finished, FinishedAndClaimed, NewJob, Outcome,
 };
 
 /// Rows per multi-row `INSERT`: fewer statements for big batches.
@@ -93,6 +93,15 @@ pub(super) fn finish_and_claim(
         .enumerate()
         .filter(|(_, f)| !matches!(f.outcome, Outcome::Completed));
     let mut deltas = Deltas::default();
+    // Marks first: an outcome of the same job may be in this batch.
+    let mut mark = conn.prepare_cached(
+        "UPDATE errands_jobs SET started_at = ?3
+          WHERE id = ?1 AND owner = ?2 AND state = 'running' AND started_at IS NULL",
+    )?;
+    for (id, kind) in &batch.started {
+        let n = mark.execute(params![id, owner, batch.now])? as i64;
+        deltas.moved(batch.queue, kind, "claimed", "running", n);
+    }
     for (index, finished) in completions.chain(others) {
         match write_outcome(conn, owner, retain_completed, batch, finished, &mut deltas) {
             Ok(()) => {}
@@ -105,24 +114,15 @@ pub(super) fn finish_and_claim(
             Err(e) => return Err(e),
         }
     }
-    for (kind, limit) in &batch.claims {
-        if *limit == 0 {
+    for request in &batch.claims {
+        if request.n == 0 {
             continue;
         }
-        let before = answer.claimed.len();
-        let claimed = claim(
-            conn,
-            owner,
-            batch.queue,
-            kind,
-            *limit,
-            batch.now,
-            &mut answer.claimed,
-        );
+        let claimed = claim(conn, owner, batch, request, &mut answer.claimed);
         match claimed {
-            Ok(()) => {
-                let n = (answer.claimed.len() - before) as i64;
-                deltas.moved(batch.queue, kind, "available", "running", n);
+            Ok((now, ahead)) => {
+                deltas.moved(batch.queue, request.kind, "available", "running", now);
+                deltas.moved(batch.queue, request.kind, "available", "claimed", ahead);
             }
             // No room to mark jobs running: claim nothing more this round.
             Err(Error::Database(e)) if is_full(&e) && !conn.is_autocommit() => break,
@@ -199,53 +199,72 @@ fn write_outcome(
     };
     // Counted only if the row really changed (a stale outcome changes none).
     let changed = changed as i64;
-    deltas.add(batch.queue, finished.kind, "running", -changed);
+    let from = match finished.outcome {
+        Outcome::Released { marked: false, .. } => "claimed",
+        _ => "running",
+    };
+    deltas.add(batch.queue, finished.kind, from, -changed);
     if let Some(to) = to {
         deltas.add(batch.queue, finished.kind, to, changed);
     }
     Ok(())
 }
 
+/// Claims for one kind: the first `start_now` jobs marked started (their
+/// handlers start at once), the rest claimed ahead (`started_at` NULL until
+/// the dispatcher starts them, so inspection shows them as `claimed`). Both
+/// count the attempt at claim, so a job whose handler kills the process
+/// still runs out of attempts. Answers how many of each were claimed.
 fn claim(
     conn: &Connection,
     owner: &str,
-    queue: &str,
-    kind: &'static str,
-    limit: usize,
-    now: i64,
+    batch: &FinishAndClaim,
+    request: &Claim,
     out: &mut Vec<ClaimedJob>,
-) -> Result<()> {
-    let mut stmt = conn.prepare_cached(
-        "UPDATE errands_jobs
-            SET state = 'running', owner = ?1, attempts = attempts + 1, started_at = ?5
-          WHERE id IN (SELECT id FROM errands_jobs
-                        WHERE queue = ?2 AND kind = ?3 AND state = 'available' AND run_at <= ?5
-                        ORDER BY run_at, id LIMIT ?4)
-          RETURNING id, payload, attempts, max_attempts, checkpoint",
-    )?;
-    let rows = stmt.query_map(
-        params![
-            owner,
-            queue,
-            kind,
-            i64::try_from(limit).unwrap_or(i64::MAX),
-            now
-        ],
-        |row| {
-            Ok(ClaimedJob {
-                id: row.get(0)?,
+) -> Result<(i64, i64)> {
+    let start_now = request.start_now.min(request.n);
+    let mut counts = [0i64; 2];
+    for (marked, limit) in [(true, start_now), (false, request.n - start_now)] {
+        if limit == 0 {
+            continue;
+        }
+        let mut stmt = conn.prepare_cached(
+            "UPDATE errands_jobs
+                SET state = 'running', owner = ?1, attempts = attempts + 1,
+                    started_at = CASE WHEN ?6 THEN ?5 END
+              WHERE id IN (SELECT id FROM errands_jobs
+                            WHERE queue = ?2 AND kind = ?3 AND state = 'available' AND run_at <= ?5
+                            ORDER BY run_at, id LIMIT ?4)
+              RETURNING id, payload, attempts, max_attempts, checkpoint",
+        )?;
+        let kind = request.kind;
+        let rows = stmt.query_map(
+            params![
+                owner,
+                batch.queue,
                 kind,
-                payload: row.get(1)?,
-                attempt: row.get(2)?,
-                max_attempts: row.get(3)?,
-                checkpoint: row.get(4)?,
-            })
-        },
-    )?;
-    for row in rows {
-        out.push(row?);
+                i64::try_from(limit).unwrap_or(i64::MAX),
+                batch.now,
+                marked
+            ],
+            |row| {
+                Ok(ClaimedJob {
+                    id: row.get(0)?,
+                    kind,
+                    payload: row.get(1)?,
+                    attempt: row.get(2)?,
+                    max_attempts: row.get(3)?,
+                    checkpoint: row.get(4)?,
+                    marked,
+                })
+            },
+        )?;
+        for row in rows {
+            out.push(row?);
+            counts[usize::from(!marked)] += 1;
+        }
     }
-    Ok(())
+    Ok((counts[0], counts[1]))
 }
 
 /// Puts back the running jobs of every owner that is no longer alive. A job
@@ -277,6 +296,11 @@ pub(super) fn recover_orphans(
         if owner == me || !owners::is_dead(lock_dir, &owner) {
             continue;
         }
+        // Jobs claimed ahead (never marked started) come back like running
+        // ones: their attempt was counted at claim. Giving it back would
+        // repeat an attempt number whenever the kill fell between a start
+        // and its mark's commit (the kill-loop test sees that), and marking
+        // before the handler starts would make each start wait for a commit.
         let mut stmt = conn.prepare_cached(
             "UPDATE errands_jobs SET
                 state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'available' END,
@@ -286,14 +310,15 @@ pub(super) fn recover_orphans(
                     ELSE last_error END,
                 owner = NULL
              WHERE state = 'running' AND owner = ?1
-             RETURNING queue, kind, state = 'dead'",
+             RETURNING queue, kind, state = 'dead', started_at IS NULL",
         )?;
         let mut rows = stmt.query(params![owner, now])?;
         let mut n = 0;
         while let Some(row) = rows.next()? {
             let (queue, kind): (String, String) = (row.get(0)?, row.get(1)?);
             let to = if row.get(2)? { "dead" } else { "available" };
-            deltas.moved(&queue, &kind, "running", to, 1);
+            let from = if row.get(3)? { "claimed" } else { "running" };
+            deltas.moved(&queue, &kind, from, to, 1);
             n += 1;
         }
         if n > 0 {
