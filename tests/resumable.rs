@@ -263,6 +263,33 @@ async fn progress_is_saved_when_shutdown_interrupts_an_attempt() {
     assert_eq!(gate.log.all(), expected, "nothing ran twice");
 }
 
+/// Starts errands with `J` retried at once, runs `job`, and checks that it
+/// completed on its second attempt. Answers the handle and the log.
+async fn run_to_completion_on_attempt_two<J: Job>(
+    db: &common::TempDb,
+    job: J,
+) -> (Errands, Arc<Log>) {
+    let log = Arc::new(Log::default());
+    let errands = Errands::builder()
+        .sqlite(&db.path)
+        .register_with::<J>(JobConfig::new().backoff(Backoff::Fixed(Duration::ZERO)))
+        .data(log.clone())
+        .start()
+        .await
+        .unwrap();
+    let mut events = errands.subscribe();
+    let id = errands.enqueue(job).await.unwrap();
+    let done = common::wait_for(&mut events, |e| {
+        e.id() == id && !matches!(e, Event::Retrying { .. })
+    })
+    .await;
+    assert!(
+        matches!(done, Event::Completed { attempt: 2, .. }),
+        "{done:?}"
+    );
+    (errands, log)
+}
+
 /// Copies ten numbers per attempt into the job's own database; the first
 /// attempt's transaction fails after setting the cursor past its rows.
 #[derive(Serialize, Deserialize)]
@@ -298,24 +325,7 @@ impl Job for CopyTen {
 #[actix_rt::test]
 async fn a_rolled_back_transaction_rolls_back_the_cursor_it_would_have_saved() {
     let db = common::temp_db();
-    let log = Arc::new(Log::default());
-    let errands = Errands::builder()
-        .sqlite(&db.path)
-        .register_with::<CopyTen>(JobConfig::new().backoff(Backoff::Fixed(Duration::ZERO)))
-        .data(log.clone())
-        .start()
-        .await
-        .unwrap();
-    let mut events = errands.subscribe();
-    let id = errands.enqueue(CopyTen).await.unwrap();
-    let done = common::wait_for(&mut events, |e| {
-        e.id() == id && !matches!(e, Event::Retrying { .. })
-    })
-    .await;
-    assert!(
-        matches!(done, Event::Completed { attempt: 2, .. }),
-        "{done:?}"
-    );
+    let (errands, log) = run_to_completion_on_attempt_two(&db, CopyTen).await;
     assert_eq!(
         log.all(),
         ["attempt 1 from None", "attempt 2 from None"],
@@ -372,24 +382,7 @@ impl Job for TwoWalks {
 #[actix_rt::test]
 async fn concurrent_cursor_steps_keep_their_own_cursors() {
     let db = common::temp_db();
-    let log = Arc::new(Log::default());
-    let errands = Errands::builder()
-        .sqlite(&db.path)
-        .register_with::<TwoWalks>(JobConfig::new().backoff(Backoff::Fixed(Duration::ZERO)))
-        .data(log.clone())
-        .start()
-        .await
-        .unwrap();
-    let mut events = errands.subscribe();
-    let id = errands.enqueue(TwoWalks).await.unwrap();
-    let done = common::wait_for(&mut events, |e| {
-        e.id() == id && !matches!(e, Event::Retrying { .. })
-    })
-    .await;
-    assert!(
-        matches!(done, Event::Completed { attempt: 2, .. }),
-        "{done:?}"
-    );
+    let (_errands, log) = run_to_completion_on_attempt_two(&db, TwoWalks).await;
     assert_eq!(
         log.all(),
         [
