@@ -21,19 +21,22 @@
 //! finished job (a freed slot), by the scheduler (a `run_at` came due) and by
 //! a slow fallback poll for rows that other processes wrote.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+mod report;
+mod slots;
+
+pub(crate) use slots::KindSlots;
+use slots::PendingOutcome;
+
 use super::scheduler::{Hint, Scheduler};
-use super::worker::{AbortRunning, AttemptDone, RunJobs, WorkerHandles};
+use super::worker::{AbortRunning, AttemptDone};
 use super::{Shared, StopActor};
-use crate::clock::ms_to_system_time;
 use crate::error::Result;
-use crate::events::Event;
 use crate::store::{Claim, ClaimedJob, FinishAndClaim, Finished, FinishedAndClaimed, Outcome};
 
 /// Finish-and-claim requests one dispatcher keeps in flight at most.
@@ -46,107 +49,6 @@ use crate::store::{Claim, ClaimedJob, FinishAndClaim, Finished, FinishedAndClaim
 /// otherwise each of the two would claim a sliver.
 const MAX_IN_FLIGHT: usize = 2;
 
-/// One kind's slots, as the dispatcher counts them.
-pub(crate) struct KindSlots {
-    pub kind: &'static str,
-    pub limit: usize,
-    pub worker: WorkerHandles,
-    prefetch: usize,
-    running: usize,
-    /// Claimed, waiting for a free slot.
-    buffer: VecDeque<ClaimedJob>,
-    reserved: usize,
-    /// Of `reserved`, the jobs claims in flight will mark started.
-    reserved_now: usize,
-    /// Whether ready jobs of this kind may exist; cleared when a claim
-    /// returns fewer jobs than asked (unless a wake came meanwhile), set by
-    /// any wake and by a claim that got all it asked for.
-    maybe_ready: bool,
-    /// Wakes so far; a claim remembers the count when it was sent.
-    wakes: u64,
-}
-
-impl KindSlots {
-    pub(crate) fn new(
-        kind: &'static str,
-        limit: usize,
-        prefetch: usize,
-        worker: WorkerHandles,
-    ) -> Self {
-        KindSlots {
-            kind,
-            limit,
-            worker,
-            prefetch,
-            running: 0,
-            buffer: VecDeque::new(),
-            reserved: 0,
-            reserved_now: 0,
-            maybe_ready: true,
-            wakes: 0,
-        }
-    }
-
-    /// Jobs of this kind may be ready.
-    fn wake(&mut self) {
-        self.maybe_ready = true;
-        self.wakes += 1;
-    }
-
-    /// How many more jobs a claim may take now.
-    fn free(&self) -> usize {
-        self.limit
-            .saturating_add(self.prefetch)
-            .saturating_sub(self.running + self.buffer.len() + self.reserved)
-    }
-
-    /// Starts buffered jobs while slots are free. Jobs claimed ahead are
-    /// added to `marks`: the next request marks them started.
-    fn start_buffered(&mut self, marks: &mut Vec<(i64, &'static str)>) {
-        let n = self
-            .limit
-            .saturating_sub(self.running)
-            .min(self.buffer.len());
-        if n == 0 {
-            return;
-        }
-        self.running += n;
-        let jobs: Vec<ClaimedJob> = self.buffer.drain(..n).collect();
-        marks.extend(jobs.iter().filter(|j| !j.marked).map(|j| (j.id, self.kind)));
-        self.worker.run.do_send(RunJobs(jobs));
-    }
-
-    /// How many of a claim of `n` can start at once: the slots free now
-    /// that no buffered job or claim in flight will take.
-    fn start_now(&self, n: usize) -> usize {
-        self.limit
-            .saturating_sub(self.running + self.buffer.len() + self.reserved_now)
-            .min(n)
-    }
-
-    /// Releases every buffered job: none of them started.
-    fn release_buffered(&mut self) -> Vec<PendingOutcome> {
-        let kind = self.kind;
-        self.buffer
-            .drain(..)
-            .map(|job| PendingOutcome {
-                kind,
-                max_attempts: job.max_attempts,
-                finished: Finished {
-                    id: job.id,
-                    kind,
-                    attempt: job.attempt,
-                    outcome: Outcome::Released {
-                        started: false,
-                        marked: job.marked,
-                    },
-                    checkpoint: None,
-                },
-            })
-            .collect()
-    }
-}
-
 /// Jobs may be ready: of one kind, or (`None`) of any kind of this queue.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -158,13 +60,6 @@ pub(crate) struct Wake(pub Option<&'static str>);
 #[rtype(result = "usize")]
 pub(crate) struct Drain {
     pub deadline: Duration,
-}
-
-/// A finished attempt waiting to be written, with what its event needs.
-struct PendingOutcome {
-    kind: &'static str,
-    max_attempts: u32,
-    finished: Finished,
 }
 
 /// Runs [`Dispatcher::pump`] after the messages already in the mailbox.
@@ -342,7 +237,7 @@ impl Dispatcher {
         let outcomes = if completions.is_empty() {
             vec![self.pending.remove(0)]
         } else {
-            take_indexes(&mut self.pending, &completions)
+            report::take_indexes(&mut self.pending, &completions)
         };
         self.send(outcomes, Vec::new(), ctx);
         true
@@ -389,7 +284,7 @@ impl Dispatcher {
         }
         match result {
             Ok(answer) => {
-                let unwritten = take_indexes(&mut outcomes, &answer.unwritten);
+                let unwritten = report::take_indexes(&mut outcomes, &answer.unwritten);
                 self.report(&outcomes, ctx);
                 self.start_jobs(answer.claimed, &asked, &wakes);
                 self.release_buffers_if_draining();
@@ -539,35 +434,13 @@ impl Dispatcher {
             self.scheduler.do_send(Hint(run_at));
         }
         for p in outcomes {
-            log_outcome(self.queue, p);
+            report::log(self.queue, p);
         }
         if !self.shared.wants_events() {
             return;
         }
         for p in outcomes {
-            let (id, kind, attempt) = (p.finished.id, p.kind, p.finished.attempt);
-            let event = match &p.finished.outcome {
-                Outcome::Completed => Event::Completed { id, kind, attempt },
-                Outcome::Retry { run_at, error } => Event::Retrying {
-                    id,
-                    kind,
-                    attempt,
-                    error: error.clone(),
-                    run_at: ms_to_system_time(*run_at),
-                },
-                Outcome::Dead { error } => Event::Dead {
-                    id,
-                    kind,
-                    attempt,
-                    error: error.clone(),
-                },
-                Outcome::Released { started, .. } => Event::Released {
-                    id,
-                    kind,
-                    started: *started,
-                },
-            };
-            self.shared.send_event(event);
+            self.shared.send_event(report::event(p));
         }
     }
 
@@ -719,41 +592,5 @@ impl Handler<Drain> for Dispatcher {
         ctx.run_later(msg.deadline, |act, ctx| act.abort_running(ctx));
         self.pump(ctx);
         Box::pin(async move { rx.await.unwrap_or(0) })
-    }
-}
-
-/// Removes the outcomes at `indexes` from `outcomes` and returns them, in order.
-fn take_indexes(outcomes: &mut Vec<PendingOutcome>, indexes: &[usize]) -> Vec<PendingOutcome> {
-    if indexes.is_empty() {
-        return Vec::new();
-    }
-    let mut taken = Vec::with_capacity(indexes.len());
-    let mut kept = Vec::with_capacity(outcomes.len() - indexes.len());
-    for (i, outcome) in outcomes.drain(..).enumerate() {
-        if indexes.contains(&i) {
-            taken.push(outcome);
-        } else {
-            kept.push(outcome);
-        }
-    }
-    *outcomes = kept;
-    taken
-}
-
-/// Failed attempts at `warn`, dead jobs at `error`, once committed. The
-/// macros check the level first: nothing is formatted when it is off.
-fn log_outcome(queue: &str, p: &PendingOutcome) {
-    let (id, kind, attempt) = (p.finished.id, p.kind, p.finished.attempt);
-    match &p.finished.outcome {
-        Outcome::Retry { run_at, error } => log::warn!(
-            "errands: job {id} (kind `{kind}`, queue `{queue}`) failed attempt {attempt} of {}: {error}; next attempt at {}",
-            p.max_attempts,
-            crate::clock::rfc3339(*run_at)
-        ),
-        Outcome::Dead { error } => log::error!(
-            "errands: job {id} (kind `{kind}`, queue `{queue}`) is dead after attempt {attempt} of {}: {error}",
-            p.max_attempts
-        ),
-        _ => {}
     }
 }
