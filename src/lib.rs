@@ -60,7 +60,7 @@ mod store;
 pub use builder::{Builder, QueueConfig};
 pub use client::{EnqueueOptions, Errands};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Backoff, JobConfig};
+pub use config::{Backoff, JobConfig, MIN_DEFAULT_PREFETCH};
 pub use config_problem::{ConfigProblem, MAX_BUSY_TIMEOUT, MAX_CONCURRENCY, MAX_EVENT_CAPACITY};
 pub use context::JobContext;
 pub use error::{Error, Result};

@@ -28,14 +28,26 @@ impl Gauge {
 }
 
 struct Gauges {
+    serial: Gauge,
     narrow: Gauge,
     wide: Gauge,
 }
 
+/// One at a time (claimed in batches, run singly).
+#[derive(Serialize, Deserialize)]
+struct Serial;
 #[derive(Serialize, Deserialize)]
 struct Narrow;
 #[derive(Serialize, Deserialize)]
 struct Wide;
+
+impl Job for Serial {
+    const KIND: &'static str = "serial";
+    async fn run(self, ctx: JobContext) -> JobResult {
+        ctx.data::<Arc<Gauges>>()?.serial.hold().await;
+        Ok(())
+    }
+}
 
 impl Job for Narrow {
     const KIND: &'static str = "narrow";
@@ -57,11 +69,13 @@ impl Job for Wide {
 async fn limits_per_kind_are_never_exceeded_and_are_reached() {
     let db = common::temp_db();
     let gauges = Arc::new(Gauges {
+        serial: Gauge::default(),
         narrow: Gauge::default(),
         wide: Gauge::default(),
     });
     let errands = Errands::builder()
         .sqlite(&db.path)
+        .register_with::<Serial>(JobConfig::new().concurrency(1))
         .register_with::<Narrow>(JobConfig::new().concurrency(3))
         .register_with::<Wide>(JobConfig::new().concurrency(17))
         .data(gauges.clone())
@@ -74,8 +88,10 @@ async fn limits_per_kind_are_never_exceeded_and_are_reached() {
         .await
         .unwrap();
     errands.enqueue_many((0..400).map(|_| Wide)).await.unwrap();
-    common::collect(&mut events, 520, |e| matches!(e, Event::Completed { .. })).await;
+    errands.enqueue_many((0..40).map(|_| Serial)).await.unwrap();
+    common::collect(&mut events, 560, |e| matches!(e, Event::Completed { .. })).await;
 
+    assert_eq!(gauges.serial.peak.load(Ordering::SeqCst), 1);
     assert_eq!(gauges.narrow.peak.load(Ordering::SeqCst), 3);
     assert_eq!(gauges.wide.peak.load(Ordering::SeqCst), 17);
     assert_eq!(gauges.narrow.running.load(Ordering::SeqCst), 0);

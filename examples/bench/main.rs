@@ -65,6 +65,7 @@ struct Sizes {
     mixed: usize,
     full: usize,
     counts: usize,
+    serial: usize,
 }
 
 fn percentile(samples: &mut [f64], p: f64) -> f64 {
@@ -125,6 +126,7 @@ pub fn main_entry() {
             mixed: 5_000,
             full: 4_000,
             counts: 20_000,
+            serial: 5_000,
         }
     } else {
         Sizes {
@@ -138,6 +140,7 @@ pub fn main_entry() {
             mixed: 200_000,
             full: 100_000,
             counts: 1_000_000,
+            serial: 100_000,
         }
     };
     let settings = Settings { synchronous };
@@ -197,6 +200,16 @@ pub fn main_entry() {
         rate(drain),
         format!("{} (errands)", rate(small)),
         format!("{:.2}x", drain / small),
+    );
+
+    // A serial kind (limit 1), the most common tuning there is: it must
+    // cost what one job at a time costs, not a commit per job.
+    let serial = system.block_on(scenarios::drain(dir.path(), &settings, sizes.serial, 1));
+    table.row(
+        &format!("serial: drain {} jobs, concurrency 1", sizes.serial),
+        rate(serial),
+        format!("{} (limit {})", rate(drain), args.concurrency),
+        format!("{:.2}x", serial / drain),
     );
 
     let enqueue = system.block_on(scenarios::enqueue_single(
@@ -341,6 +354,8 @@ pub fn main_entry() {
         "mixed_jobs_s": mixed.round(),
         "mixed_limits_held": limits_held,
         "counts_ms_1m": round2(counts_ms),
+        "serial_jobs_s": serial.round(),
+        "serial_ratio": round2(serial / drain),
         "counts_scan_ms_1m": round2(counts_scan_ms),
     });
     json.as_object_mut().unwrap().extend(full);

@@ -161,7 +161,7 @@ impl Dispatcher {
         let worth = self
             .kinds
             .iter()
-            .map(|k| k.limit)
+            .map(|k| k.claim_size())
             .sum::<usize>()
             .div_ceil(2)
             .max(1);
@@ -169,7 +169,7 @@ impl Dispatcher {
             .kinds
             .iter()
             .filter(|k| claiming && k.maybe_ready)
-            .map(|k| k.free().min(k.limit))
+            .map(|k| k.free().min(k.claim_size()))
             .sum();
         self.pending.len() >= worth || claimable >= worth
     }
@@ -192,7 +192,7 @@ impl Dispatcher {
             .iter_mut()
             .filter(|k| claiming && k.maybe_ready && k.free() > 0)
             .map(|k| {
-                let n = k.free().min(k.limit);
+                let n = k.free().min(k.claim_size());
                 let start_now = k.start_now(n);
                 k.reserved += n;
                 k.reserved_now += start_now;

@@ -9,6 +9,9 @@ use std::collections::VecDeque;
 use crate::actors::worker::{RunJobs, WorkerHandles};
 use crate::store::{ClaimedJob, Finished, Outcome};
 
+/// The smallest batch a claim asks for (see [`KindSlots::claim_size`]).
+const MIN_CLAIM: usize = 32;
+
 /// A finished attempt waiting to be written, with what its event needs.
 pub(super) struct PendingOutcome {
     pub kind: &'static str,
@@ -84,6 +87,14 @@ impl KindSlots {
         let jobs: Vec<ClaimedJob> = self.buffer.drain(..n).collect();
         marks.extend(jobs.iter().filter(|j| !j.marked).map(|j| (j.id, self.kind)));
         self.worker.run.do_send(RunJobs(jobs));
+    }
+
+    /// The most one request claims for this kind: a limit's worth (the rest
+    /// of the prefetch is for the next request, so that one can claim while
+    /// this one's jobs run), but at least [`MIN_CLAIM`] so that a low limit
+    /// does not cost a transaction per job.
+    pub(super) fn claim_size(&self) -> usize {
+        self.limit.max(MIN_CLAIM)
     }
 
     /// How many of a claim of `n` can start at once: the slots free now
