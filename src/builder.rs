@@ -27,8 +27,13 @@ use crate::job::Job;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::Store;
 
-type StartWorker =
-    fn(&'static str, Arc<JobConfig>, Recipient<AttemptDone>, Arc<Shared>) -> WorkerHandles;
+type StartWorker = fn(
+    &'static str,
+    Arc<JobConfig>,
+    Recipient<AttemptDone>,
+    Arc<Shared>,
+    &[actix_rt::ArbiterHandle],
+) -> WorkerHandles;
 
 /// One registered job type.
 struct Registration {
@@ -92,6 +97,7 @@ pub struct Builder {
     recovery_interval: Duration,
     retain_completed: Option<Duration>,
     event_capacity: usize,
+    worker_threads: usize,
 }
 
 impl Default for Builder {
@@ -107,6 +113,7 @@ impl Default for Builder {
             recovery_interval: Duration::from_secs(5),
             retain_completed: None,
             event_capacity: 4096,
+            worker_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -232,6 +239,19 @@ impl Builder {
         self
     }
 
+    /// How many threads run job handlers: the arbiter `start()` is called
+    /// on, plus `n - 1` arbiters of errands' own, each with a worker per
+    /// kind. Default: the number of cores, as actix-web's
+    /// `HttpServer::workers`. A kind's concurrency limit holds across all of
+    /// them; each job goes to the thread running fewest jobs of its kind.
+    /// Handlers that are `!Send` are fine: each job runs on one thread from
+    /// start to end. Must be at least 1 (1: every handler on the arbiter
+    /// `start()` ran on).
+    pub fn worker_threads(mut self, n: usize) -> Self {
+        self.worker_threads = n;
+        self
+    }
+
     fn validate(&mut self) -> Result<SqliteOptions> {
         let mut problems = std::mem::take(&mut self.problems);
         let mut unused: Vec<&String> = self
@@ -252,6 +272,9 @@ impl Builder {
             if every.is_zero() {
                 problems.push(ConfigProblem::ZeroInterval { setting });
             }
+        }
+        if self.worker_threads == 0 {
+            problems.push(ConfigProblem::ZeroWorkerThreads);
         }
         if self.event_capacity > MAX_EVENT_CAPACITY {
             problems.push(ConfigProblem::EventCapacityTooLarge {
@@ -304,6 +327,18 @@ impl Builder {
         ));
 
         let scheduler = Scheduler::new(shared.clone()).start();
+        // Handlers run on arbiters of their own, one thread each: a job's
+        // future is not `Send`, so it stays on the arbiter it started on, and
+        // jobs are spread over the arbiters so that CPU-heavy handlers use
+        // every core.
+        // The first is the arbiter `start()` runs on (the dispatchers' own),
+        // so that a serial kind's jobs never change threads.
+        let arbiters: Vec<actix_rt::Arbiter> = (1..self.worker_threads)
+            .map(|_| actix_rt::Arbiter::new())
+            .collect();
+        let handles: Arc<[actix_rt::ArbiterHandle]> = std::iter::once(actix_rt::Arbiter::current())
+            .chain(arbiters.iter().map(|a| a.handle()))
+            .collect();
 
         let mut queue_names: Vec<&'static str> =
             self.registrations.iter().map(|r| r.queue).collect();
@@ -324,13 +359,20 @@ impl Builder {
                 .collect();
             let shared = shared.clone();
             let scheduler = scheduler.clone();
+            let handles = handles.clone();
             let addr = Dispatcher::create(move |ctx: &mut Context<Dispatcher>| {
                 let me = ctx.address();
                 let kinds = members
                     .into_iter()
                     .map(|(kind, config, start)| {
                         let (limit, prefetch) = (config.concurrency, config.get_prefetch());
-                        let worker = start(queue, config, me.clone().recipient(), shared.clone());
+                        let worker = start(
+                            queue,
+                            config,
+                            me.clone().recipient(),
+                            shared.clone(),
+                            &handles,
+                        );
                         KindSlots::new(kind, limit, prefetch, worker)
                     })
                     .collect();
@@ -351,6 +393,7 @@ impl Builder {
             shared.clone(),
             dispatchers.values().cloned().collect(),
             scheduler.clone(),
+            arbiters,
             self.recovery_interval,
             self.retain_completed,
         )

@@ -79,6 +79,8 @@ pub enum ConfigProblem {
         /// The Rust type.
         type_name: &'static str,
     },
+    /// [`Builder::worker_threads`](crate::Builder::worker_threads) is 0.
+    ZeroWorkerThreads,
     /// A poll or recovery interval is zero.
     ZeroInterval {
         /// Which setting: `"poll_interval"` or `"recovery_interval"`.
@@ -139,6 +141,9 @@ impl fmt::Display for ConfigProblem {
                 f,
                 "application data of type {type_name} is registered twice; wrap them in distinct types"
             ),
+            ConfigProblem::ZeroWorkerThreads => {
+                f.write_str("worker_threads is 0, so no job could run; use at least 1")
+            }
             ConfigProblem::ZeroInterval { setting } => {
                 write!(f, "{setting} must be longer than zero")
             }

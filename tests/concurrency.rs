@@ -96,3 +96,60 @@ async fn limits_per_kind_are_never_exceeded_and_are_reached() {
     assert_eq!(gauges.wide.peak.load(Ordering::SeqCst), 17);
     assert_eq!(gauges.narrow.running.load(Ordering::SeqCst), 0);
 }
+
+/// Records the thread each attempt ran on.
+#[derive(Serialize, Deserialize)]
+struct WhereAmI;
+
+#[derive(Default)]
+struct Threads(std::sync::Mutex<std::collections::HashSet<std::thread::ThreadId>>);
+
+impl Job for WhereAmI {
+    const KIND: &'static str = "where_am_i";
+    async fn run(self, ctx: JobContext) -> JobResult {
+        ctx.data::<Arc<Threads>>()?
+            .0
+            .lock()
+            .unwrap()
+            .insert(std::thread::current().id());
+        // Long enough that the others start while this one runs.
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+        Ok(())
+    }
+}
+
+/// With several handler threads, a kind's jobs spread over them (a CPU-heavy
+/// kind is not held to one core), and its limit still holds overall.
+#[actix_rt::test]
+async fn handlers_spread_over_the_worker_threads() {
+    let db = common::temp_db();
+    let threads = Arc::new(Threads::default());
+    let errands = Errands::builder()
+        .sqlite(&db.path)
+        .worker_threads(3)
+        .register_with::<WhereAmI>(JobConfig::new().concurrency(6))
+        .data(threads.clone())
+        .start()
+        .await
+        .unwrap();
+    let mut events = errands.subscribe();
+    errands
+        .enqueue_many((0..12).map(|_| WhereAmI))
+        .await
+        .unwrap();
+    common::collect(&mut events, 12, |e| matches!(e, Event::Completed { .. })).await;
+    assert_eq!(threads.0.lock().unwrap().len(), 3, "one per worker thread");
+    errands.shutdown(common::PATIENCE).await.unwrap();
+
+    let refused = Errands::builder()
+        .sqlite(&db.path)
+        .worker_threads(0)
+        .register::<WhereAmI>()
+        .start()
+        .await;
+    assert!(matches!(
+        refused,
+        Err(errands::Error::Config(problems))
+            if problems == vec![errands::ConfigProblem::ZeroWorkerThreads]
+    ));
+}

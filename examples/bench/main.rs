@@ -11,6 +11,7 @@
 
 mod baseline;
 mod counts;
+mod cpu;
 mod scenarios;
 
 use std::time::Instant;
@@ -66,6 +67,7 @@ struct Sizes {
     full: usize,
     counts: usize,
     serial: usize,
+    cpu: usize,
 }
 
 fn percentile(samples: &mut [f64], p: f64) -> f64 {
@@ -127,6 +129,7 @@ pub fn main_entry() {
             full: 4_000,
             counts: 20_000,
             serial: 5_000,
+            cpu: 500,
         }
     } else {
         Sizes {
@@ -141,6 +144,7 @@ pub fn main_entry() {
             full: 100_000,
             counts: 1_000_000,
             serial: 100_000,
+            cpu: 5_000,
         }
     };
     let settings = Settings { synchronous };
@@ -200,6 +204,17 @@ pub fn main_entry() {
         rate(drain),
         format!("{} (errands)", rate(small)),
         format!("{:.2}x", drain / small),
+    );
+
+    let cores_used = system.block_on(cpu::cpu(dir.path(), &settings, sizes.cpu));
+    table.row(
+        &format!("cpu: {} jobs burning 1 ms, limit 4 x cores", sizes.cpu),
+        format!("{:.2} cores", cores_used),
+        format!(
+            "{} cores",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        ),
+        "-".into(),
     );
 
     // A serial kind (limit 1), the most common tuning there is: it must
@@ -355,6 +370,7 @@ pub fn main_entry() {
         "mixed_limits_held": limits_held,
         "counts_ms_1m": round2(counts_ms),
         "serial_jobs_s": serial.round(),
+        "cpu_cores_used": round2(cores_used),
         "serial_ratio": round2(serial / drain),
         "counts_scan_ms_1m": round2(counts_scan_ms),
     });

@@ -20,12 +20,17 @@ pub struct Done {
 }
 
 impl Done {
-    fn expect(&self, n: u64) {
+    /// Waits until `expect`'s target is reached.
+    pub async fn wait(&self) {
+        self.notify.notified().await;
+    }
+
+    pub fn expect(&self, n: u64) {
         self.count.store(0, Ordering::SeqCst);
         self.target.store(n, Ordering::SeqCst);
     }
 
-    fn one(&self) {
+    pub fn one(&self) {
         if self.count.fetch_add(1, Ordering::AcqRel) + 1 == self.target.load(Ordering::Acquire) {
             self.notify.notify_one();
         }

@@ -61,6 +61,8 @@ pub(crate) struct Supervisor {
     shared: Arc<Shared>,
     dispatchers: Vec<Addr<Dispatcher>>,
     scheduler: Addr<Scheduler>,
+    /// The arbiters handlers run on; stopped and joined at shutdown.
+    arbiters: Vec<actix_rt::Arbiter>,
     recovery_interval: Duration,
     retain_completed: Option<Duration>,
     shutdown: ShutdownState,
@@ -71,6 +73,7 @@ impl Supervisor {
         shared: Arc<Shared>,
         dispatchers: Vec<Addr<Dispatcher>>,
         scheduler: Addr<Scheduler>,
+        arbiters: Vec<actix_rt::Arbiter>,
         recovery_interval: Duration,
         retain_completed: Option<Duration>,
     ) -> Self {
@@ -78,6 +81,7 @@ impl Supervisor {
             shared,
             dispatchers,
             scheduler,
+            arbiters,
             recovery_interval,
             retain_completed,
             shutdown: ShutdownState::Running,
@@ -154,11 +158,23 @@ impl Handler<Shutdown> for Supervisor {
             .collect();
         let store = self.shared.store.clone();
         let timeout = msg.timeout;
+        let arbiters = std::mem::take(&mut self.arbiters);
         let sequence = async move {
             let mut released = 0;
             for drain in drains {
                 released += drain.await.unwrap_or(0);
             }
+            // Every attempt has ended or been released: stop the handler
+            // threads and wait for them.
+            for arbiter in &arbiters {
+                arbiter.stop();
+            }
+            let _ = actix_rt::task::spawn_blocking(move || {
+                for arbiter in arbiters {
+                    let _ = arbiter.join();
+                }
+            })
+            .await;
             if let Err(e) = store.close().await {
                 log::error!("errands: closing the store failed: {e}");
             }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use actix_rt::task::JoinHandle;
+use actix_rt::ArbiterHandle;
 
 use super::unwind::{panic_message, CatchUnwind};
 use super::Shared;
@@ -41,6 +42,8 @@ pub(crate) struct AbortRunning;
 #[rtype(result = "()")]
 pub(crate) struct AttemptDone {
     pub kind: &'static str,
+    /// Which of the kind's workers ran it.
+    pub worker: usize,
     pub max_attempts: u32,
     pub finished: Finished,
 }
@@ -53,35 +56,102 @@ pub(crate) struct Aborted {
     pub checkpoint: Option<Vec<u8>>,
 }
 
-/// The addresses a dispatcher keeps for one kind's worker.
+/// The workers of one kind, one on each handler arbiter, as the
+/// dispatcher holds them. Each job goes to the worker with the fewest jobs
+/// of this kind running, the dispatcher's own arbiter (index 0) first on a
+/// tie: a serial kind never leaves the dispatcher's thread (a hop between
+/// threads per job halved its rate, measured), and a CPU-heavy kind spreads
+/// over every core. The kind's limit stays in the dispatcher's counters.
 pub(crate) struct WorkerHandles {
-    pub run: Recipient<RunJobs>,
-    pub abort: Recipient<AbortRunning>,
+    workers: Vec<(Recipient<RunJobs>, Recipient<AbortRunning>)>,
+    /// Jobs of this kind running on each worker.
+    running: Vec<usize>,
 }
 
-/// Starts the worker for `J`; stored type-erased in the kind's registration.
+impl WorkerHandles {
+    /// Runs these claimed jobs now, each on the least busy worker.
+    pub(crate) fn run(&mut self, jobs: Vec<ClaimedJob>) {
+        let mut per_worker: Vec<Vec<ClaimedJob>> =
+            (0..self.workers.len()).map(|_| Vec::new()).collect();
+        for job in jobs {
+            let (index, _) = self
+                .running
+                .iter()
+                .enumerate()
+                .min_by_key(|(i, n)| (**n, *i))
+                .expect("at least one worker");
+            self.running[index] += 1;
+            per_worker[index].push(job);
+        }
+        for ((run, _), jobs) in self.workers.iter().zip(per_worker) {
+            if !jobs.is_empty() {
+                run.do_send(RunJobs(jobs));
+            }
+        }
+    }
+
+    /// An attempt on worker `index` ended.
+    pub(crate) fn finished(&mut self, index: usize) {
+        if let Some(n) = self.running.get_mut(index) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// Stops every attempt still running on any arbiter; answers them.
+    pub(crate) fn abort_all(
+        &mut self,
+    ) -> impl std::future::Future<Output = Vec<Aborted>> + 'static {
+        self.running.iter_mut().for_each(|n| *n = 0);
+        let asks: Vec<_> = self
+            .workers
+            .iter()
+            .map(|(_, abort)| abort.send(AbortRunning))
+            .collect();
+        async move {
+            let mut aborted = Vec::new();
+            for ask in asks {
+                aborted.extend(ask.await.unwrap_or_default());
+            }
+            aborted
+        }
+    }
+}
+
+/// Starts the workers for `J`, one on each handler arbiter; stored
+/// type-erased in the kind's registration.
 pub(crate) fn start_worker<J: Job>(
     queue: &'static str,
     config: Arc<JobConfig>,
     report: Recipient<AttemptDone>,
     shared: Arc<Shared>,
+    arbiters: &[ArbiterHandle],
 ) -> WorkerHandles {
-    let addr = Worker::<J> {
-        queue,
-        config,
-        report,
-        shared,
-        tasks: Vec::new(),
-        _job: PhantomData,
-    }
-    .start();
+    let workers: Vec<_> = arbiters
+        .iter()
+        .enumerate()
+        .map(|(index, arbiter)| {
+            let (config, report, shared) = (config.clone(), report.clone(), shared.clone());
+            let addr = Worker::<J>::start_in_arbiter(arbiter, move |_| Worker::<J> {
+                index,
+                queue,
+                config,
+                report,
+                shared,
+                tasks: Vec::new(),
+                _job: PhantomData,
+            });
+            (addr.clone().recipient(), addr.recipient())
+        })
+        .collect();
     WorkerHandles {
-        run: addr.clone().recipient(),
-        abort: addr.recipient(),
+        running: vec![0; workers.len()],
+        workers,
     }
 }
 
 struct Worker<J: Job> {
+    /// This worker's place in its kind's [`WorkerHandles`].
+    index: usize,
     queue: &'static str,
     config: Arc<JobConfig>,
     report: Recipient<AttemptDone>,
@@ -117,6 +187,7 @@ impl<J: Job> Handler<RunJobs> for Worker<J> {
                 self.shared.clone(),
                 progress.clone(),
                 self.report.clone(),
+                self.index,
             ));
             self.tasks.push((started, task, progress));
         }
@@ -149,6 +220,7 @@ async fn run_attempt<J: Job>(
     shared: Arc<Shared>,
     progress: Arc<Progress>,
     report: Recipient<AttemptDone>,
+    worker: usize,
 ) {
     let ran = match codec::decode::<J>(&job.payload) {
         Err(e) => Ran::Undecodable(e),
@@ -201,6 +273,7 @@ async fn run_attempt<J: Job>(
     };
     report.do_send(AttemptDone {
         kind: J::KIND,
+        worker,
         max_attempts: job.max_attempts,
         finished: Finished {
             id: job.id,

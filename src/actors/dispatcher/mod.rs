@@ -34,7 +34,7 @@ pub(crate) use slots::KindSlots;
 use slots::PendingOutcome;
 
 use super::scheduler::{Hint, Scheduler};
-use super::worker::{AbortRunning, AttemptDone};
+use super::worker::AttemptDone;
 use super::{Shared, StopActor};
 use crate::error::Result;
 use crate::store::{Claim, ClaimedJob, FinishAndClaim, Finished, FinishedAndClaimed, Outcome};
@@ -467,39 +467,38 @@ impl Dispatcher {
         if let Some(draining) = self.draining.as_mut() {
             draining.deadline_passed = true;
         }
-        for slots in &self.kinds {
-            if slots.running == 0 {
-                continue;
-            }
-            let kind = slots.kind;
-            ctx.spawn(slots.worker.abort.send(AbortRunning).into_actor(self).map(
-                move |aborted, act, ctx| {
-                    let aborted = aborted.unwrap_or_default();
-                    if let Some(draining) = act.draining.as_mut() {
-                        draining.released += aborted.len();
-                    }
-                    if let Some(slots) = act.slots(kind) {
-                        slots.running = slots.running.saturating_sub(aborted.len());
-                    }
-                    for job in aborted {
-                        act.pending.push(PendingOutcome {
+        let aborts: Vec<_> = self
+            .kinds
+            .iter_mut()
+            .filter(|slots| slots.running > 0)
+            .map(|slots| (slots.kind, slots.worker.abort_all()))
+            .collect();
+        for (kind, abort) in aborts {
+            ctx.spawn(abort.into_actor(self).map(move |aborted, act, ctx| {
+                if let Some(draining) = act.draining.as_mut() {
+                    draining.released += aborted.len();
+                }
+                if let Some(slots) = act.slots(kind) {
+                    slots.running = slots.running.saturating_sub(aborted.len());
+                }
+                for job in aborted {
+                    act.pending.push(PendingOutcome {
+                        kind,
+                        max_attempts: 0,
+                        finished: Finished {
+                            id: job.id,
                             kind,
-                            max_attempts: 0,
-                            finished: Finished {
-                                id: job.id,
-                                kind,
-                                attempt: job.attempt,
-                                outcome: Outcome::Released {
-                                    started: true,
-                                    marked: true,
-                                },
-                                checkpoint: job.checkpoint,
+                            attempt: job.attempt,
+                            outcome: Outcome::Released {
+                                started: true,
+                                marked: true,
                             },
-                        });
-                    }
-                    act.pump(ctx);
-                },
-            ));
+                            checkpoint: job.checkpoint,
+                        },
+                    });
+                }
+                act.pump(ctx);
+            }));
         }
     }
 }
@@ -561,6 +560,7 @@ impl Handler<AttemptDone> for Dispatcher {
         let marks = &mut self.marks;
         if let Some(slots) = self.kinds.iter_mut().find(|k| k.kind == msg.kind) {
             slots.running = slots.running.saturating_sub(1);
+            slots.worker.finished(msg.worker);
             if due_now {
                 slots.wake();
             }

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use crate::actors::worker::{RunJobs, WorkerHandles};
+use crate::actors::worker::WorkerHandles;
 use crate::store::{ClaimedJob, Finished, Outcome};
 
 /// The smallest batch a claim asks for (see [`KindSlots::claim_size`]).
@@ -86,7 +86,7 @@ impl KindSlots {
         self.running += n;
         let jobs: Vec<ClaimedJob> = self.buffer.drain(..n).collect();
         marks.extend(jobs.iter().filter(|j| !j.marked).map(|j| (j.id, self.kind)));
-        self.worker.run.do_send(RunJobs(jobs));
+        self.worker.run(jobs);
     }
 
     /// The most one request claims for this kind: a limit's worth (the rest
