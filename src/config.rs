@@ -184,3 +184,42 @@ impl JobConfig {
         self.max_attempts
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_adds_up_to_its_fraction_and_varies() {
+        let backoff = Backoff::Exponential {
+            base: Duration::from_secs(4),
+            max: Duration::from_secs(3600),
+            jitter: 0.25,
+        };
+        let delays: Vec<Duration> = (0..200).map(|_| backoff.delay(2)).collect();
+        let (low, high) = (Duration::from_secs(8), Duration::from_secs(10));
+        assert!(delays.iter().all(|d| *d >= low && *d <= high), "{delays:?}");
+        let distinct: std::collections::HashSet<_> = delays.iter().collect();
+        assert!(distinct.len() > 100, "jitter spreads retries out");
+        assert!(delays.iter().any(|d| *d > Duration::from_millis(9_500)));
+    }
+
+    #[test]
+    fn huge_settings_saturate_instead_of_panicking() {
+        let uncapped = Backoff::Exponential {
+            base: Duration::from_secs(1),
+            max: Duration::MAX,
+            jitter: 1.0,
+        };
+        assert_eq!(uncapped.delay(40), Duration::MAX);
+        assert_eq!(Backoff::Fixed(Duration::MAX).delay(1), Duration::MAX);
+        assert_eq!(
+            JobConfig::new().concurrency(usize::MAX).get_prefetch(),
+            crate::MAX_CONCURRENCY
+        );
+        assert_eq!(
+            JobConfig::new().concurrency(1).get_prefetch(),
+            MIN_DEFAULT_PREFETCH
+        );
+    }
+}
