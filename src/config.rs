@@ -133,7 +133,12 @@ impl JobConfig {
         self
     }
 
-    /// Attempts before the job is dead (≥ 1). Stored in each row at enqueue.
+    /// Attempts before the job is dead (≥ 1). Stored in each row at enqueue
+    /// and fixed from then on (as Oban and Sidekiq do): a job gets
+    /// `EnqueueOptions::max_attempts` if given, else the enqueuing process's
+    /// registration, else `Job::config()`. A process that only enqueues a
+    /// kind therefore uses `Job::config()`: put the policy there, where both
+    /// the producer and the worker read it.
     pub fn max_attempts(mut self, n: u32) -> Self {
         self.max_attempts = n;
         self

@@ -9,6 +9,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::config_problem::{ConfigProblem, Problems};
+use crate::inspect::JobState;
 
 /// Everything that can go wrong when configuring, starting or talking to errands.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +85,7 @@ pub enum Error {
         /// The job's id.
         id: i64,
         /// Its current state.
-        state: String,
+        state: JobState,
         /// What was attempted.
         action: &'static str,
     },

@@ -129,7 +129,7 @@ async fn purge_all_and_wrong_state_errors() {
         .unwrap();
     match errands.purge(later).await {
         Err(Error::WrongState { id, state, action }) => {
-            assert_eq!((id, state.as_str(), action), (later, "available", "purge"));
+            assert_eq!((id, state, action), (later, JobState::Scheduled, "purge"));
         }
         other => panic!("expected WrongState, got {other:?}"),
     }

@@ -13,6 +13,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::counters::Deltas;
 use super::owners;
 use crate::error::{Error, Result};
+use crate::inspect::JobState;
 use crate::store::{
     Claim, ClaimedJob, DeadTarget, FinishAndClaim, Finished, FinishedAndClaimed, NewJob, Outcome,
 };
@@ -353,10 +354,12 @@ pub(super) fn save_checkpoint(
         )?
         .execute(params![id, owner, attempt, checkpoint])?;
     if n == 0 {
+        let now = crate::clock::system_time_to_ms(std::time::SystemTime::now());
         return Err(refusal(
             conn,
             id,
             "save progress (not running in this process)",
+            now,
         ));
     }
     Ok(())
@@ -374,7 +377,7 @@ pub(super) fn requeue(conn: &Connection, target: &DeadTarget, now: i64) -> Resul
                 params![now, id],
             )?;
             if moved.is_empty() {
-                return Err(refusal(conn, *id, "requeue"));
+                return Err(refusal(conn, *id, "requeue", now));
             }
             moved
         }
@@ -404,7 +407,7 @@ pub(super) fn purge(conn: &Connection, target: &DeadTarget, now: i64) -> Result<
                 params![id],
             )?;
             if gone.is_empty() {
-                return Err(refusal(conn, *id, "purge"));
+                return Err(refusal(conn, *id, "purge", now));
             }
             gone
         }
@@ -426,7 +429,7 @@ pub(super) fn cancel(conn: &Connection, id: i64, now: i64) -> Result<()> {
         params![id],
     )?;
     if gone.is_empty() {
-        return Err(refusal(conn, id, "cancel"));
+        return Err(refusal(conn, id, "cancel", now));
     }
     forget(conn, &gone, "available", "cancelled", now)
 }
@@ -491,17 +494,22 @@ fn groups_and_ids(
 
 /// Why an operation on job `id` changed nothing: it is gone, or in a state
 /// the operation does not apply to.
-fn refusal(conn: &Connection, id: i64, action: &'static str) -> Error {
-    match state_of(conn, id) {
+fn refusal(conn: &Connection, id: i64, action: &'static str, now: i64) -> Error {
+    match state_of(conn, id, now) {
         Ok(None) => Error::NotFound(id),
         Ok(Some(state)) => Error::WrongState { id, state, action },
         Err(e) => e,
     }
 }
 
-fn state_of(conn: &Connection, id: i64) -> Result<Option<String>> {
+fn state_of(conn: &Connection, id: i64, now: i64) -> Result<Option<JobState>> {
     Ok(conn
-        .prepare_cached("SELECT state FROM errands_jobs WHERE id = ?1")?
-        .query_row(params![id], |row| row.get(0))
+        .prepare_cached(
+            "SELECT state, run_at, started_at IS NOT NULL FROM errands_jobs WHERE id = ?1",
+        )?
+        .query_row(params![id], |row| {
+            let state: String = row.get(0)?;
+            Ok(JobState::from_row(&state, row.get(1)?, now, row.get(2)?))
+        })
         .optional()?)
 }
