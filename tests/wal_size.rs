@@ -41,8 +41,10 @@ async fn an_idle_database_gives_the_wal_space_back() {
             .await
             .unwrap();
     }
+    // How much stays in the WAL depends on where the checkpoints fell
+    // (0.9 to 12 MB seen); without the idle truncation it never goes to 0.
     assert!(
-        wal_size() > 1_000_000,
+        wal_size() > 100_000,
         "the burst grew the WAL: {}",
         wal_size()
     );
