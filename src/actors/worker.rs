@@ -11,6 +11,7 @@
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_rt::task::JoinHandle;
@@ -44,6 +45,8 @@ pub(crate) struct AttemptDone {
     pub kind: &'static str,
     /// Which of the kind's workers ran it.
     pub worker: usize,
+    /// How long the attempt ran.
+    pub took: Duration,
     pub max_attempts: u32,
     pub finished: Finished,
 }
@@ -57,27 +60,37 @@ pub(crate) struct Aborted {
 }
 
 /// The workers of one kind, one on each handler arbiter, as the
-/// dispatcher holds them. Each job goes to the worker with the fewest jobs
-/// of this kind running, the dispatcher's own arbiter (index 0) first on a
-/// tie: a serial kind never leaves the dispatcher's thread (a hop between
-/// threads per job halved its rate, measured), and a CPU-heavy kind spreads
-/// over every core. The kind's limit stays in the dispatcher's counters.
+/// dispatcher holds them. A job goes to the worker with the fewest jobs of
+/// this kind running, the dispatcher's own arbiter (index 0) first on a
+/// tie, so a CPU-heavy kind spreads over every core; but a kind whose
+/// handlers take less than [`WORTH_A_HOP`] on average stays on the
+/// dispatcher's arbiter, where a job costs no hop between threads (measured:
+/// spreading no-op jobs cost the drain about 10%, and round-robin halved a
+/// serial kind's rate). The kind's limit stays in the dispatcher's counters.
 pub(crate) struct WorkerHandles {
     workers: Vec<(Recipient<RunJobs>, Recipient<AbortRunning>)>,
     /// Jobs of this kind running on each worker.
     running: Vec<usize>,
+    /// Moving average of how long this kind's attempts run, in µs.
+    average_us: f64,
 }
+
+/// Handlers shorter than this (on average) are not worth moving to another
+/// thread.
+const WORTH_A_HOP: Duration = Duration::from_micros(100);
 
 impl WorkerHandles {
     /// Runs these claimed jobs now, each on the least busy worker.
     pub(crate) fn run(&mut self, jobs: Vec<ClaimedJob>) {
         let mut per_worker: Vec<Vec<ClaimedJob>> =
             (0..self.workers.len()).map(|_| Vec::new()).collect();
+        let spread = self.average_us >= WORTH_A_HOP.as_micros() as f64;
         for job in jobs {
             let (index, _) = self
                 .running
                 .iter()
                 .enumerate()
+                .take(if spread { usize::MAX } else { 1 })
                 .min_by_key(|(i, n)| (**n, *i))
                 .expect("at least one worker");
             self.running[index] += 1;
@@ -90,11 +103,12 @@ impl WorkerHandles {
         }
     }
 
-    /// An attempt on worker `index` ended.
-    pub(crate) fn finished(&mut self, index: usize) {
+    /// An attempt on worker `index` ended after running for `took`.
+    pub(crate) fn finished(&mut self, index: usize, took: Duration) {
         if let Some(n) = self.running.get_mut(index) {
             *n = n.saturating_sub(1);
         }
+        self.average_us += (took.as_micros() as f64 - self.average_us) / 16.0;
     }
 
     /// Stops every attempt still running on any arbiter; answers them.
@@ -146,6 +160,7 @@ pub(crate) fn start_worker<J: Job>(
     WorkerHandles {
         running: vec![0; workers.len()],
         workers,
+        average_us: 0.0,
     }
 }
 
@@ -222,6 +237,7 @@ async fn run_attempt<J: Job>(
     report: Recipient<AttemptDone>,
     worker: usize,
 ) {
+    let began = Instant::now();
     let ran = match codec::decode::<J>(&job.payload) {
         Err(e) => Ran::Undecodable(e),
         Ok(value) => {
@@ -274,6 +290,7 @@ async fn run_attempt<J: Job>(
     report.do_send(AttemptDone {
         kind: J::KIND,
         worker,
+        took: began.elapsed(),
         max_attempts: job.max_attempts,
         finished: Finished {
             id: job.id,

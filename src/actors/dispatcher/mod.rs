@@ -560,7 +560,7 @@ impl Handler<AttemptDone> for Dispatcher {
         let marks = &mut self.marks;
         if let Some(slots) = self.kinds.iter_mut().find(|k| k.kind == msg.kind) {
             slots.running = slots.running.saturating_sub(1);
-            slots.worker.finished(msg.worker);
+            slots.worker.finished(msg.worker, msg.took);
             if due_now {
                 slots.wake();
             }
