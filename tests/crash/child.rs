@@ -51,6 +51,18 @@ impl Job for Work {
     }
 }
 
+/// Kills its own process in every attempt (after saying which attempt).
+#[derive(Serialize, Deserialize)]
+struct Abort;
+
+impl Job for Abort {
+    const KIND: &'static str = "abort";
+    async fn run(self, ctx: JobContext) -> JobResult {
+        println!("aborting in attempt {}", ctx.attempt());
+        std::process::abort();
+    }
+}
+
 /// Three steps; step two hangs when `HANG` is set, so the parent can kill
 /// the process inside it.
 #[derive(Serialize, Deserialize)]
@@ -220,6 +232,7 @@ pub fn run() {
                         .backoff(Backoff::Fixed(Duration::ZERO)),
                 )
                 .register::<ThreeSteps>()
+                .register_with::<Abort>(JobConfig::new().max_attempts(max_attempts))
                 .register::<CursorWalk>()
                 .register_with::<TxCopy>(JobConfig::new().max_attempts(2));
         }
@@ -240,6 +253,7 @@ pub fn run() {
             Ok("steps") => Some(errands.enqueue(ThreeSteps).await),
             Ok("cursor") => Some(errands.enqueue(CursorWalk { n }).await),
             Ok("tx") => Some(errands.enqueue(TxCopy { n }).await),
+            Ok("abort") => Some(errands.enqueue(Abort).await),
             _ => None,
         };
         if let Some(id) = single {

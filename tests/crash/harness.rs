@@ -92,6 +92,16 @@ impl Running {
         }
     }
 
+    /// Every line the child prints until it exits (however it exits).
+    pub fn lines_until_exit(mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(PATIENCE) {
+            lines.push(line);
+        }
+        let _ = self.child.wait();
+        lines
+    }
+
     /// SIGKILL, then reap.
     pub fn kill(mut self) {
         self.child.kill().expect("SIGKILL");

@@ -26,6 +26,10 @@ fn main() {
             orphans_run_before_the_backlog,
         ),
         Trial::test(
+            "a_handler_that_kills_its_process_ends_dead",
+            a_handler_that_kills_its_process_ends_dead,
+        ),
+        Trial::test(
             "resumable::killed_in_step_two_resumes_at_step_two",
             resumable::killed_in_step_two_resumes_at_step_two,
         ),
@@ -170,5 +174,46 @@ fn orphans_run_before_the_backlog() -> Result<(), Failed> {
         .collect();
     assert_eq!(first_four, orphans, "the interrupted jobs start first");
     assert_eq!(harness::completions(&ledger).len(), 204);
+    Ok(())
+}
+
+/// A job whose handler kills its process every time (`abort()`) must not
+/// loop forever: each restart counts the attempt, and the last one ends it
+/// dead, saying its process died.
+fn a_handler_that_kills_its_process_ends_dead() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("jobs.db");
+    let ledger = dir.path().join("ledger");
+    let env = [("MAX_ATTEMPTS", "3".to_string())];
+    let mut first_env = env.to_vec();
+    first_env.push(("ENQUEUE_KIND", "abort".to_string()));
+    let mut run = harness::spawn(&db, &ledger, &first_env);
+    let id: i64 = run.wait_for("acked ").parse()?;
+    let mut attempts_seen = Vec::new();
+    for restart in 0..10 {
+        let lines = run.lines_until_exit();
+        for line in &lines {
+            if let Some(n) = line.strip_prefix("aborting in attempt ") {
+                attempts_seen.push(n.parse::<u32>()?);
+            }
+        }
+        if lines.iter().any(|l| l == "drained") {
+            break;
+        }
+        assert!(restart < 9, "still looping after {restart} restarts");
+        run = harness::spawn(&db, &ledger, &env);
+    }
+    assert_eq!(attempts_seen, [1, 2, 3], "each attempt counted once");
+    assert!(harness::dead_ids(&db).contains(&id), "the job ended dead");
+    let conn = rusqlite::Connection::open(&db)?;
+    let error: String = conn.query_row(
+        "SELECT last_error FROM errands_jobs WHERE id = ?1",
+        [id],
+        |row| row.get(0),
+    )?;
+    assert!(
+        error.contains("process running its last attempt died"),
+        "{error}"
+    );
     Ok(())
 }
