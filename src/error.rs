@@ -10,16 +10,18 @@ use std::time::{Duration, SystemTime};
 
 use crate::config_problem::{ConfigProblem, Problems};
 use crate::inspect::JobState;
+use crate::store_error::{StoreError, StoreErrorKind};
 
 /// Everything that can go wrong when configuring, starting or talking to errands.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The database engine reported an error (disk full, read-only file,
-    /// corruption, ...). `enqueue` returns this when the row could not be
-    /// committed; nothing was acknowledged in that case.
+    /// corruption, ...); [`StoreError::kind`] says which. `enqueue` returns
+    /// this when the row could not be committed; nothing was acknowledged
+    /// in that case.
     #[error("the job database reported an error: {0}")]
-    Database(#[from] rusqlite::Error),
+    Store(StoreError),
 
     /// The database file could not be opened for writing (missing
     /// directory permissions, a read-only file or filesystem, not a
@@ -28,13 +30,9 @@ pub enum Error {
     Open {
         /// The database path given to the builder.
         path: std::path::PathBuf,
-        /// What SQLite said.
-        source: rusqlite::Error,
+        /// What the database engine said.
+        source: StoreError,
     },
-
-    /// The read connection pool could not hand out a connection.
-    #[error("could not get a read connection to the job database: {0}")]
-    Pool(#[from] r2d2::Error),
 
     /// A filesystem operation (creating the database directory, the owner
     /// lock files) failed.
@@ -115,14 +113,25 @@ pub enum Error {
 impl Error {
     /// Whether SQLite said the database (or the disk) is full.
     pub(crate) fn is_disk_full(&self) -> bool {
-        matches!(self, Error::Database(e)
-            if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull))
+        matches!(self, Error::Store(e) if e.kind() == StoreErrorKind::Full)
     }
 
     /// Whether this instance can no longer write at all (retrying the same
     /// request is pointless).
     pub(crate) fn is_store_gone(&self) -> bool {
         matches!(self, Error::StoreStopped | Error::Closed)
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Store(e.into())
+    }
+}
+
+impl From<r2d2::Error> for Error {
+    fn from(e: r2d2::Error) -> Self {
+        Error::Store(e.into())
     }
 }
 

@@ -56,6 +56,7 @@ mod job;
 mod progress;
 mod steps;
 mod store;
+mod store_error;
 
 pub use builder::{Builder, QueueConfig};
 pub use client::{EnqueueOptions, Errands};
@@ -69,6 +70,7 @@ pub use inspect::{Counts, JobInfo, JobState, JobStatus};
 pub use job::{Job, JobError, JobResult};
 pub use steps::Cursor;
 pub use store::sqlite::{SqliteOptions, Synchronous};
+pub use store_error::{StoreError, StoreErrorKind};
 
 /// The rusqlite version errands uses, for [`JobContext::transaction`].
 pub use rusqlite;

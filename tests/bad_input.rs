@@ -288,7 +288,14 @@ async fn a_path_that_cannot_be_a_database_is_a_clear_open_error() {
         .start()
         .await;
     match result {
-        Err(Error::Open { path, .. }) => assert_eq!(path, db.path),
+        Err(Error::Open { path, source }) => {
+            assert_eq!(path, db.path);
+            assert_eq!(source.kind(), errands::StoreErrorKind::Corrupt);
+            assert!(
+                std::error::Error::source(&source).is_some(),
+                "the engine's own error"
+            );
+        }
         Err(other) => panic!("expected Open, got {other}"),
         Ok(_) => panic!("expected an error"),
     }

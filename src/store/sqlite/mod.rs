@@ -59,7 +59,7 @@ impl SqliteStore {
         }
         let open_error = |source: rusqlite::Error| Error::Open {
             path: path.clone(),
-            source,
+            source: source.into(),
         };
         let conn = Connection::open_with_flags(
             &path,
@@ -89,7 +89,7 @@ impl SqliteStore {
             checkpointer::Checkpointer::start(&path, options.busy_timeout).map_err(|source| {
                 Error::Open {
                     path: path.clone(),
-                    source,
+                    source: source.into(),
                 }
             })?;
         let writer = Writer::start(conn)?;

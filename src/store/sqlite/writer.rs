@@ -60,7 +60,7 @@ where
         };
         let outcome = match &result {
             Ok(_) => Ok(()),
-            Err(Error::Database(e)) => Err(Some(clone_sqlite_error(e))),
+            Err(Error::Store(e)) => Err(e.sqlite().map(clone_sqlite_error)),
             Err(_) => Err(None),
         };
         self.result = Some(result);
@@ -70,7 +70,7 @@ where
     fn answer(self: Box<Self>, commit: std::result::Result<(), &rusqlite::Error>) {
         let answer = match (commit, self.result) {
             (Ok(()), Some(result)) => result,
-            (Err(e), _) => Err(Error::Database(clone_sqlite_error(e))),
+            (Err(e), _) => Err(Error::Store(clone_sqlite_error(e).into())),
             (Ok(()), None) => Err(Error::StoreStopped),
         };
         let _ = self.reply.send(answer);

@@ -109,9 +109,7 @@ pub(super) fn finish_and_claim(
             // One statement failed and SQLite undid just that statement:
             // keep the others, hand this one back to be tried again. One
             // outcome that grows a row must not hold back the rest.
-            Err(Error::Database(e)) if is_full(&e) && !conn.is_autocommit() => {
-                answer.unwritten.push(index)
-            }
+            Err(e) if e.is_disk_full() && !conn.is_autocommit() => answer.unwritten.push(index),
             Err(e) => return Err(e),
         }
     }
@@ -126,17 +124,12 @@ pub(super) fn finish_and_claim(
                 deltas.moved(batch.queue, request.kind, "available", "claimed", ahead);
             }
             // No room to mark jobs running: claim nothing more this round.
-            Err(Error::Database(e)) if is_full(&e) && !conn.is_autocommit() => break,
+            Err(e) if e.is_disk_full() && !conn.is_autocommit() => break,
             Err(e) => return Err(e),
         }
     }
     deltas.apply(conn)?;
     Ok(answer)
-}
-
-/// Whether SQLite said the database (or the disk) is full.
-fn is_full(e: &rusqlite::Error) -> bool {
-    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
 }
 
 fn write_outcome(

@@ -1,0 +1,87 @@
+//! Errors of the storage engine behind one opaque type.
+//!
+//! The public [`Error`](crate::Error) must not change shape when a second
+//! store (PostgreSQL) arrives, so it carries a [`StoreError`]: a message,
+//! the engine's own error as its `source()`, and a [`StoreErrorKind`] for
+//! the cases a program acts on (a full disk, a read-only file).
+
+use std::fmt;
+
+/// What kind of storage failure this was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// The database or the disk is full (or at `max_database_bytes`).
+    /// Nothing was written; freeing space makes it work again.
+    Full,
+    /// The database file or its directory cannot be written.
+    ReadOnly,
+    /// Another process held the database lock for longer than the busy
+    /// timeout.
+    Busy,
+    /// The file is not a database, or is corrupt.
+    Corrupt,
+    /// Anything else; see the error's `source()`.
+    Other,
+}
+
+/// An error reported by the storage engine. `Display` is the engine's
+/// message; [`StoreError::kind`] says what kind of failure it was, and
+/// `source()` is the engine's own error.
+#[derive(Debug)]
+pub struct StoreError {
+    kind: StoreErrorKind,
+    source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl StoreError {
+    /// What kind of failure this was.
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+
+    /// The SQLite error behind this one, if SQLite reported it.
+    pub(crate) fn sqlite(&self) -> Option<&rusqlite::Error> {
+        self.source.downcast_ref::<rusqlite::Error>()
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.source, f)
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        let kind = match e.sqlite_error_code() {
+            Some(ErrorCode::DiskFull) => StoreErrorKind::Full,
+            Some(ErrorCode::ReadOnly) | Some(ErrorCode::CannotOpen) => StoreErrorKind::ReadOnly,
+            Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => StoreErrorKind::Busy,
+            Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
+                StoreErrorKind::Corrupt
+            }
+            _ => StoreErrorKind::Other,
+        };
+        StoreError {
+            kind,
+            source: Box::new(e),
+        }
+    }
+}
+
+impl From<r2d2::Error> for StoreError {
+    fn from(e: r2d2::Error) -> Self {
+        StoreError {
+            kind: StoreErrorKind::Other,
+            source: Box::new(e),
+        }
+    }
+}
