@@ -10,11 +10,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::prelude::*;
+use actix::{Actor, AsyncContext, Context, Recipient};
 
 use crate::actors::dispatcher::{Dispatcher, KindSlots};
 use crate::actors::scheduler::{Attach, Scheduler};
-use crate::actors::supervisor::Supervisor as ErrandsSupervisor;
+use crate::actors::supervisor::Supervisor;
 use crate::actors::worker::{start_worker, AttemptDone, WorkerHandles};
 use crate::actors::Shared;
 use crate::client::{Errands, KindInfo};
@@ -389,7 +389,7 @@ impl Builder {
                 .map(|r| (r.queue.to_string(), r.kind.to_string()))
                 .collect(),
         });
-        let supervisor = ErrandsSupervisor::new(
+        let supervisor = Supervisor::new(
             shared.clone(),
             dispatchers.values().cloned().collect(),
             scheduler.clone(),

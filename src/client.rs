@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use actix::Addr;
 
 use crate::actors::dispatcher::{Dispatcher, Wake};
-use crate::actors::scheduler::{Hint, Scheduler};
+use crate::actors::scheduler::{DueAt, Scheduler};
 use crate::actors::supervisor::{Shutdown, Supervisor};
 use crate::actors::Shared;
 use crate::builder::Builder;
@@ -27,7 +27,7 @@ use crate::job::Job;
 use crate::store::{DeadTarget, NewJob};
 
 /// When an enqueued job is due, for waking its dispatcher or the scheduler.
-struct Due {
+struct Announced {
     queue: &'static str,
     kind: &'static str,
     run_at: i64,
@@ -183,7 +183,7 @@ impl Errands {
 
     /// After a commit: wake the dispatchers of due jobs, tell the scheduler
     /// about future ones.
-    fn announce(&self, jobs: &[Due], now: i64) {
+    fn announce(&self, jobs: &[Announced], now: i64) {
         let mut woken: Vec<(&'static str, &'static str)> = Vec::new();
         let mut next: Option<i64> = None;
         for job in jobs {
@@ -191,7 +191,7 @@ impl Errands {
                 if !woken.contains(&(job.queue, job.kind)) {
                     woken.push((job.queue, job.kind));
                     if let Some(dispatcher) = self.inner.dispatchers.get(job.queue) {
-                        dispatcher.do_send(Wake(Some(job.kind)));
+                        dispatcher.do_send(Wake::Kind(job.kind));
                     }
                 }
             } else {
@@ -199,7 +199,7 @@ impl Errands {
             }
         }
         if let Some(at) = next {
-            self.inner.scheduler.do_send(Hint(at));
+            self.inner.scheduler.do_send(DueAt(at));
         }
     }
 
@@ -252,9 +252,9 @@ impl Errands {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let announce: Vec<Due> = rows
+        let announce: Vec<Announced> = rows
             .iter()
-            .map(|r| Due {
+            .map(|r| Announced {
                 queue: r.queue,
                 kind: r.kind,
                 run_at: r.run_at,
@@ -320,7 +320,7 @@ impl Errands {
         self.check_open()?;
         let n = self.inner.shared.store.requeue(target, self.now()).await?;
         for dispatcher in self.inner.dispatchers.values() {
-            dispatcher.do_send(Wake(None));
+            dispatcher.do_send(Wake::All);
         }
         Ok(n)
     }

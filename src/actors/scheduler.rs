@@ -18,7 +18,7 @@ use super::{Shared, StopActor};
 /// A job will become due at this instant (ms since the epoch).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Hint(pub i64);
+pub(crate) struct DueAt(pub i64);
 
 /// The dispatchers to wake, and the (queue, kind) pairs to ask the store
 /// about. Sent once after they started.
@@ -91,7 +91,7 @@ impl Scheduler {
         }
         self.armed_at = None;
         for dispatcher in &self.dispatchers {
-            dispatcher.do_send(Wake(None));
+            dispatcher.do_send(Wake::All);
         }
         self.refresh(now, ctx);
     }
@@ -133,10 +133,10 @@ impl Handler<StopActor> for Scheduler {
     }
 }
 
-impl Handler<Hint> for Scheduler {
+impl Handler<DueAt> for Scheduler {
     type Result = ();
 
-    fn handle(&mut self, msg: Hint, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: DueAt, ctx: &mut Context<Self>) {
         if self.armed_at.is_none_or(|armed| msg.0 < armed) {
             self.arm(msg.0, ctx);
         }
@@ -169,7 +169,7 @@ impl Handler<ClockMoved> for Scheduler {
             // come due: ask.
             let now = self.shared.clock.now_ms();
             for dispatcher in &self.dispatchers {
-                dispatcher.do_send(Wake(None));
+                dispatcher.do_send(Wake::All);
             }
             self.refresh(now, ctx);
         }

@@ -98,7 +98,7 @@ impl Supervisor {
             Ok(0) => {}
             Ok(_) => {
                 for dispatcher in &act.dispatchers {
-                    dispatcher.do_send(Wake(None));
+                    dispatcher.do_send(Wake::All);
                 }
             }
             Err(e) => log::warn!("errands: recovery check failed: {e}"),

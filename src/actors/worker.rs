@@ -136,7 +136,7 @@ impl WorkerHandles {
 pub(crate) fn start_worker<J: Job>(
     queue: &'static str,
     config: Arc<JobConfig>,
-    report: Recipient<AttemptDone>,
+    dispatcher: Recipient<AttemptDone>,
     shared: Arc<Shared>,
     arbiters: &[ArbiterHandle],
 ) -> WorkerHandles {
@@ -144,12 +144,12 @@ pub(crate) fn start_worker<J: Job>(
         .iter()
         .enumerate()
         .map(|(index, arbiter)| {
-            let (config, report, shared) = (config.clone(), report.clone(), shared.clone());
+            let (config, dispatcher, shared) = (config.clone(), dispatcher.clone(), shared.clone());
             let addr = Worker::<J>::start_in_arbiter(arbiter, move |_| Worker::<J> {
                 index,
                 queue,
                 config,
-                report,
+                dispatcher,
                 shared,
                 tasks: Vec::new(),
                 _job: PhantomData,
@@ -169,7 +169,7 @@ struct Worker<J: Job> {
     index: usize,
     queue: &'static str,
     config: Arc<JobConfig>,
-    report: Recipient<AttemptDone>,
+    dispatcher: Recipient<AttemptDone>,
     shared: Arc<Shared>,
     /// Tasks started and possibly still running, with their progress, for
     /// shutdown.
@@ -201,7 +201,7 @@ impl<J: Job> Handler<RunJobs> for Worker<J> {
                 self.config.clone(),
                 self.shared.clone(),
                 progress.clone(),
-                self.report.clone(),
+                self.dispatcher.clone(),
                 self.index,
             ));
             self.tasks.push((started, task, progress));
@@ -227,14 +227,14 @@ impl<J: Job> Handler<AbortRunning> for Worker<J> {
     }
 }
 
-/// One attempt, start to report.
+/// One attempt, start to dispatcher.
 async fn run_attempt<J: Job>(
     job: ClaimedJob,
     queue: &'static str,
     config: Arc<JobConfig>,
     shared: Arc<Shared>,
     progress: Arc<Progress>,
-    report: Recipient<AttemptDone>,
+    dispatcher: Recipient<AttemptDone>,
     worker: usize,
 ) {
     let began = Instant::now();
@@ -287,7 +287,7 @@ async fn run_attempt<J: Job>(
         Outcome::Completed => None,
         _ => progress.take_if_dirty().map(|snapshot| snapshot.bytes),
     };
-    report.do_send(AttemptDone {
+    dispatcher.do_send(AttemptDone {
         kind: J::KIND,
         worker,
         took: began.elapsed(),

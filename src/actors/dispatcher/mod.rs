@@ -33,7 +33,7 @@ mod slots;
 pub(crate) use slots::KindSlots;
 use slots::PendingOutcome;
 
-use super::scheduler::{Hint, Scheduler};
+use super::scheduler::{DueAt, Scheduler};
 use super::worker::AttemptDone;
 use super::{Shared, StopActor};
 use crate::error::Result;
@@ -49,10 +49,15 @@ use crate::store::{Claim, ClaimedJob, FinishAndClaim, Finished, FinishedAndClaim
 /// otherwise each of the two would claim a sliver.
 const MAX_IN_FLIGHT: usize = 2;
 
-/// Jobs may be ready: of one kind, or (`None`) of any kind of this queue.
+/// Jobs may be ready.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Wake(pub Option<&'static str>);
+pub(crate) enum Wake {
+    /// Of this kind (an enqueue in this process).
+    Kind(&'static str),
+    /// Of any kind of the queue (a timer, a poll, a recovery, a requeue).
+    All,
+}
 
 /// Stop claiming, let running jobs finish until `deadline`, then release the
 /// rest. Answers how many jobs were released unfinished.
@@ -169,7 +174,7 @@ impl Dispatcher {
             .kinds
             .iter()
             .filter(|k| claiming && k.maybe_ready)
-            .map(|k| k.free().min(k.claim_size()))
+            .map(|k| k.claimable().min(k.claim_size()))
             .sum();
         self.pending.len() >= worth || claimable >= worth
     }
@@ -190,9 +195,9 @@ impl Dispatcher {
         let claims: Vec<Claim> = self
             .kinds
             .iter_mut()
-            .filter(|k| claiming && k.maybe_ready && k.free() > 0)
+            .filter(|k| claiming && k.maybe_ready && k.claimable() > 0)
             .map(|k| {
-                let n = k.free().min(k.claim_size());
+                let n = k.claimable().min(k.claim_size());
                 let start_now = k.start_now(n);
                 k.reserved += n;
                 k.reserved_now += start_now;
@@ -262,12 +267,12 @@ impl Dispatcher {
                 let later = std::mem::replace(&mut act.marks, marks);
                 act.marks.extend(later);
             }
-            act.written(result, outcomes, claims, wakes, ctx)
+            act.answered(result, outcomes, claims, wakes, ctx)
         }));
     }
 
     /// The store answered a finish-and-claim request.
-    fn written(
+    fn answered(
         &mut self,
         result: Result<FinishedAndClaimed>,
         mut outcomes: Vec<PendingOutcome>,
@@ -285,7 +290,7 @@ impl Dispatcher {
         match result {
             Ok(answer) => {
                 let unwritten = report::take_indexes(&mut outcomes, &answer.unwritten);
-                self.report(&outcomes, ctx);
+                self.publish(&outcomes, ctx);
                 self.start_jobs(answer.claimed, &asked, &wakes);
                 self.release_buffers_if_draining();
                 if unwritten.is_empty() {
@@ -412,7 +417,7 @@ impl Dispatcher {
 
     /// Now that these outcomes are committed: makes retries run when due,
     /// logs failures, and tells subscribers.
-    fn report(&mut self, outcomes: &[PendingOutcome], ctx: &mut Context<Self>) {
+    fn publish(&mut self, outcomes: &[PendingOutcome], ctx: &mut Context<Self>) {
         let now = self.shared.clock.now_ms();
         let mut next_retry: Option<i64> = None;
         for p in outcomes {
@@ -431,7 +436,7 @@ impl Dispatcher {
             }
         }
         if let Some(run_at) = next_retry {
-            self.scheduler.do_send(Hint(run_at));
+            self.scheduler.do_send(DueAt(run_at));
         }
         for p in outcomes {
             report::log(self.queue, p);
@@ -532,7 +537,7 @@ impl Handler<Wake> for Dispatcher {
 
     fn handle(&mut self, msg: Wake, ctx: &mut Context<Self>) {
         for slots in &mut self.kinds {
-            if msg.0.is_none_or(|kind| kind == slots.kind) {
+            if matches!(msg, Wake::All) || matches!(msg, Wake::Kind(kind) if kind == slots.kind) {
                 slots.wake();
             }
         }

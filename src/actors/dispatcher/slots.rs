@@ -67,7 +67,7 @@ impl KindSlots {
     }
 
     /// How many more jobs a claim may take now.
-    pub(super) fn free(&self) -> usize {
+    pub(super) fn claimable(&self) -> usize {
         self.limit
             .saturating_add(self.prefetch)
             .saturating_sub(self.running + self.buffer.len() + self.reserved)
