@@ -140,11 +140,17 @@ fn orphans_run_before_the_backlog() -> Result<(), Failed> {
         ("ENQUEUE", "4".to_string()),
     ];
     let mut first = harness::spawn(&db, &ledger, &hanging);
-    let orphans: std::collections::HashSet<i64> = harness::parse_ids(&first.wait_for("acked "))
-        .into_iter()
-        .collect();
-    for _ in 0..4 {
-        first.wait_for("started ");
+    // The jobs may start before the ack is printed: take both, in any order
+    // (waiting for the ack first would skip starts and wait forever).
+    let mut orphans = std::collections::HashSet::new();
+    let mut started = 0;
+    while orphans.is_empty() || started < 4 {
+        let line = first.next_line();
+        if let Some(ids) = line.strip_prefix("acked ") {
+            orphans.extend(harness::parse_ids(ids.trim()));
+        } else if line.starts_with("started ") {
+            started += 1;
+        }
     }
     // A backlog arrives from another process while the four run.
     let producer = [
