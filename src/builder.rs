@@ -13,15 +13,15 @@ use std::time::Duration;
 use actix::{Actor, AsyncContext, Context, Recipient};
 
 use crate::actors::dispatcher::{Dispatcher, KindSlots};
-use crate::actors::scheduler::{Attach, Scheduler};
+use crate::actors::scheduler::Scheduler;
 use crate::actors::supervisor::Supervisor;
 use crate::actors::worker::{start_worker, AttemptDone, WorkerHandles};
-use crate::actors::Shared;
 use crate::client::{Errands, KindInfo};
 use crate::clock::{ms_before, Clock, SystemClock};
 use crate::config::JobConfig;
 use crate::config_problem::{ConfigProblem, MAX_BUSY_TIMEOUT, MAX_CONCURRENCY, MAX_EVENT_CAPACITY};
 use crate::context::DataMap;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
@@ -31,7 +31,7 @@ type StartWorker = fn(
     &'static str,
     Arc<JobConfig>,
     Recipient<AttemptDone>,
-    Arc<Shared>,
+    Arc<Engine>,
     &[actix_rt::ArbiterHandle],
 ) -> WorkerHandles;
 
@@ -319,14 +319,20 @@ impl Builder {
             store.prune_completed(before).await?;
         }
 
-        let shared = Arc::new(Shared::new(
+        let shared = Arc::new(Engine::new(
             store,
             self.clock.clone(),
             std::mem::take(&mut self.data),
             self.event_capacity,
+            self.registrations
+                .iter()
+                .map(|r| (r.queue, r.kind))
+                .collect(),
         ));
 
+        // The scheduler first: dispatchers tell it about retries.
         let scheduler = Scheduler::new(shared.clone()).start();
+        shared.signals.set_scheduler(scheduler);
         // Handlers run on arbiters of their own, one thread each: a job's
         // future is not `Send`, so it stays on the arbiter it started on, and
         // jobs are spread over the arbiters so that CPU-heavy handlers use
@@ -358,7 +364,6 @@ impl Builder {
                 .map(|r| (r.kind, r.config.clone(), r.start))
                 .collect();
             let shared = shared.clone();
-            let scheduler = scheduler.clone();
             let handles = handles.clone();
             let addr = Dispatcher::create(move |ctx: &mut Context<Dispatcher>| {
                 let me = ctx.address();
@@ -376,23 +381,14 @@ impl Builder {
                         KindSlots::new(kind, limit, prefetch, worker)
                     })
                     .collect();
-                Dispatcher::new(queue, shared, scheduler, kinds, poll)
+                Dispatcher::new(queue, shared, kinds, poll)
             });
             dispatchers.insert(queue, addr);
         }
 
-        scheduler.do_send(Attach {
-            dispatchers: dispatchers.values().cloned().collect(),
-            kinds: self
-                .registrations
-                .iter()
-                .map(|r| (r.queue.to_string(), r.kind.to_string()))
-                .collect(),
-        });
+        shared.signals.set_dispatchers(dispatchers);
         let supervisor = Supervisor::new(
             shared.clone(),
-            dispatchers.values().cloned().collect(),
-            scheduler.clone(),
             arbiters,
             self.recovery_interval,
             self.retain_completed,
@@ -411,12 +407,6 @@ impl Builder {
                 )
             })
             .collect();
-        Ok(Errands::new(
-            shared,
-            supervisor,
-            scheduler,
-            dispatchers,
-            kinds,
-        ))
+        Ok(Errands::new(shared, supervisor, kinds))
     }
 }

@@ -12,14 +12,12 @@ use std::time::{Duration, SystemTime};
 
 use actix::Addr;
 
-use crate::actors::dispatcher::{Dispatcher, Wake};
-use crate::actors::scheduler::{DueAt, Scheduler};
 use crate::actors::supervisor::{Shutdown, Supervisor};
-use crate::actors::Shared;
 use crate::builder::Builder;
 use crate::clock::{duration_ms_ceil, ms_to_system_time, run_at_ms, MAX_TIME_MS};
 use crate::codec;
 use crate::config_problem::ConfigProblem;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::inspect::{Counts, JobInfo, JobStatus};
@@ -87,10 +85,8 @@ pub struct Errands {
 }
 
 struct Inner {
-    shared: Arc<Shared>,
+    shared: Arc<Engine>,
     supervisor: Addr<Supervisor>,
-    scheduler: Addr<Scheduler>,
-    dispatchers: HashMap<&'static str, Addr<Dispatcher>>,
     kinds: HashMap<&'static str, KindInfo>,
 }
 
@@ -101,18 +97,14 @@ impl Errands {
     }
 
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        shared: Arc<Engine>,
         supervisor: Addr<Supervisor>,
-        scheduler: Addr<Scheduler>,
-        dispatchers: HashMap<&'static str, Addr<Dispatcher>>,
         kinds: HashMap<&'static str, KindInfo>,
     ) -> Self {
         Errands {
             inner: Arc::new(Inner {
                 shared,
                 supervisor,
-                scheduler,
-                dispatchers,
                 kinds,
             }),
         }
@@ -190,16 +182,14 @@ impl Errands {
             if job.run_at <= now {
                 if !woken.contains(&(job.queue, job.kind)) {
                     woken.push((job.queue, job.kind));
-                    if let Some(dispatcher) = self.inner.dispatchers.get(job.queue) {
-                        dispatcher.do_send(Wake::Kind(job.kind));
-                    }
+                    self.inner.shared.signals.kind_ready(job.queue, job.kind);
                 }
             } else {
                 next = Some(next.map_or(job.run_at, |n: i64| n.min(job.run_at)));
             }
         }
         if let Some(at) = next {
-            self.inner.scheduler.do_send(DueAt(at));
+            self.inner.shared.signals.due_at(at);
         }
     }
 
@@ -319,9 +309,7 @@ impl Errands {
     async fn requeue_target(&self, target: DeadTarget) -> Result<u64> {
         self.check_open()?;
         let n = self.inner.shared.store.requeue(target, self.now()).await?;
-        for dispatcher in self.inner.dispatchers.values() {
-            dispatcher.do_send(Wake::All);
-        }
+        self.inner.shared.signals.wake_all();
         Ok(n)
     }
 

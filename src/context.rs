@@ -5,7 +5,7 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::actors::Shared;
+use crate::engine::Engine;
 use crate::job::JobError;
 use crate::progress::Progress;
 
@@ -41,7 +41,7 @@ pub struct JobContext {
     pub(crate) queue: &'static str,
     pub(crate) attempt: u32,
     pub(crate) max_attempts: u32,
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<Engine>,
     pub(crate) progress: Arc<Progress>,
 }
 

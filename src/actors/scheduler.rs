@@ -12,22 +12,13 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::dispatcher::{Dispatcher, Wake};
-use super::{Shared, StopActor};
+use super::StopActor;
+use crate::engine::Engine;
 
 /// A job will become due at this instant (ms since the epoch).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct DueAt(pub i64);
-
-/// The dispatchers to wake, and the (queue, kind) pairs to ask the store
-/// about. Sent once after they started.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Attach {
-    pub dispatchers: Vec<Addr<Dispatcher>>,
-    pub kinds: Vec<(String, String)>,
-}
 
 /// The clock was advanced by hand.
 #[derive(Message)]
@@ -38,20 +29,16 @@ struct ClockMoved;
 const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
 
 pub(crate) struct Scheduler {
-    shared: Arc<Shared>,
-    dispatchers: Vec<Addr<Dispatcher>>,
-    kinds: Vec<(String, String)>,
+    shared: Arc<Engine>,
     /// The instant the timer is set for.
     armed_at: Option<i64>,
     timer: Option<SpawnHandle>,
 }
 
 impl Scheduler {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(shared: Arc<Engine>) -> Self {
         Scheduler {
             shared,
-            dispatchers: Vec::new(),
-            kinds: Vec::new(),
             armed_at: None,
             timer: None,
         }
@@ -90,18 +77,22 @@ impl Scheduler {
             _ => {}
         }
         self.armed_at = None;
-        for dispatcher in &self.dispatchers {
-            dispatcher.do_send(Wake::All);
-        }
+        self.shared.signals.wake_all();
         self.refresh(now, ctx);
     }
 
     /// Asks the store for the earliest `run_at` after `after`.
     fn refresh(&mut self, after: i64, ctx: &mut Context<Self>) {
-        if self.kinds.is_empty() {
+        if self.shared.kinds.is_empty() {
             return;
         }
-        let request = self.shared.store.next_run_at(self.kinds.clone(), after);
+        let kinds = self
+            .shared
+            .kinds
+            .iter()
+            .map(|(queue, kind)| (queue.to_string(), kind.to_string()))
+            .collect();
+        let request = self.shared.store.next_run_at(kinds, after);
         ctx.spawn(
             request
                 .into_actor(self)
@@ -122,6 +113,10 @@ impl Actor for Scheduler {
         self.shared
             .clock
             .on_advance(Box::new(move || me.do_send(ClockMoved)));
+        // Jobs written before this start (or by other processes) may be
+        // waiting for a future run_at.
+        let now = self.shared.clock.now_ms();
+        self.refresh(now, ctx);
     }
 }
 
@@ -143,17 +138,6 @@ impl Handler<DueAt> for Scheduler {
     }
 }
 
-impl Handler<Attach> for Scheduler {
-    type Result = ();
-
-    fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) {
-        self.dispatchers = msg.dispatchers;
-        self.kinds = msg.kinds;
-        let now = self.shared.clock.now_ms();
-        self.refresh(now, ctx);
-    }
-}
-
 impl Handler<ClockMoved> for Scheduler {
     type Result = ();
 
@@ -168,9 +152,7 @@ impl Handler<ClockMoved> for Scheduler {
             // Jobs written by other processes or before this start may have
             // come due: ask.
             let now = self.shared.clock.now_ms();
-            for dispatcher in &self.dispatchers {
-                dispatcher.do_send(Wake::All);
-            }
+            self.shared.signals.wake_all();
             self.refresh(now, ctx);
         }
     }

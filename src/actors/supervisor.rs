@@ -20,10 +20,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::dispatcher::{Dispatcher, Drain, Wake};
-use super::scheduler::Scheduler;
-use super::{Shared, StopActor};
+use super::dispatcher::Drain;
 use crate::clock::ms_before;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 
 /// Drain every queue, release what is still running at the deadline, and
@@ -58,9 +57,7 @@ enum ShutdownState {
 }
 
 pub(crate) struct Supervisor {
-    shared: Arc<Shared>,
-    dispatchers: Vec<Addr<Dispatcher>>,
-    scheduler: Addr<Scheduler>,
+    shared: Arc<Engine>,
     /// The arbiters handlers run on; stopped and joined at shutdown.
     arbiters: Vec<actix_rt::Arbiter>,
     recovery_interval: Duration,
@@ -70,17 +67,13 @@ pub(crate) struct Supervisor {
 
 impl Supervisor {
     pub(crate) fn new(
-        shared: Arc<Shared>,
-        dispatchers: Vec<Addr<Dispatcher>>,
-        scheduler: Addr<Scheduler>,
+        shared: Arc<Engine>,
         arbiters: Vec<actix_rt::Arbiter>,
         recovery_interval: Duration,
         retain_completed: Option<Duration>,
     ) -> Self {
         Supervisor {
             shared,
-            dispatchers,
-            scheduler,
             arbiters,
             recovery_interval,
             retain_completed,
@@ -96,11 +89,7 @@ impl Supervisor {
         let request = self.shared.store.recover_orphans(now);
         ctx.spawn(request.into_actor(self).map(|result, act, _| match result {
             Ok(0) => {}
-            Ok(_) => {
-                for dispatcher in &act.dispatchers {
-                    dispatcher.do_send(Wake::All);
-                }
-            }
+            Ok(_) => act.shared.signals.wake_all(),
             Err(e) => log::warn!("errands: recovery check failed: {e}"),
         }));
     }
@@ -148,8 +137,9 @@ impl Handler<Shutdown> for Supervisor {
             ShutdownState::Running => self.shutdown = ShutdownState::Draining(vec![tx]),
         }
         let drains: Vec<_> = self
-            .dispatchers
-            .iter()
+            .shared
+            .signals
+            .dispatchers()
             .map(|d| {
                 d.send(Drain {
                     deadline: msg.timeout,
@@ -190,10 +180,7 @@ impl Handler<Shutdown> for Supervisor {
         ctx.spawn(sequence.into_actor(self).map(|end, act, ctx| {
             act.shared.close_events();
             act.shared.set_shutdown_end(end);
-            for dispatcher in &act.dispatchers {
-                dispatcher.do_send(StopActor);
-            }
-            act.scheduler.do_send(StopActor);
+            act.shared.signals.stop_all();
             if let ShutdownState::Draining(waiters) =
                 std::mem::replace(&mut act.shutdown, ShutdownState::Running)
             {

@@ -18,11 +18,11 @@ use actix_rt::task::JoinHandle;
 use actix_rt::ArbiterHandle;
 
 use super::unwind::{panic_message, CatchUnwind};
-use super::Shared;
 use crate::clock::ms_after;
 use crate::codec;
 use crate::config::JobConfig;
 use crate::context::JobContext;
+use crate::engine::Engine;
 use crate::job::{Job, JobResult};
 use crate::progress::Progress;
 use crate::store::{ClaimedJob, Finished, Outcome};
@@ -137,7 +137,7 @@ pub(crate) fn start_worker<J: Job>(
     queue: &'static str,
     config: Arc<JobConfig>,
     dispatcher: Recipient<AttemptDone>,
-    shared: Arc<Shared>,
+    shared: Arc<Engine>,
     arbiters: &[ArbiterHandle],
 ) -> WorkerHandles {
     let workers: Vec<_> = arbiters
@@ -170,7 +170,7 @@ struct Worker<J: Job> {
     queue: &'static str,
     config: Arc<JobConfig>,
     dispatcher: Recipient<AttemptDone>,
-    shared: Arc<Shared>,
+    shared: Arc<Engine>,
     /// Tasks started and possibly still running, with their progress, for
     /// shutdown.
     tasks: Vec<(Aborted, JoinHandle<()>, Arc<Progress>)>,
@@ -232,7 +232,7 @@ async fn run_attempt<J: Job>(
     job: ClaimedJob,
     queue: &'static str,
     config: Arc<JobConfig>,
-    shared: Arc<Shared>,
+    shared: Arc<Engine>,
     progress: Arc<Progress>,
     dispatcher: Recipient<AttemptDone>,
     worker: usize,
@@ -311,7 +311,7 @@ enum Ran {
 }
 
 /// The outcome of an attempt: done, retry after the backoff, or dead.
-fn decide<J: Job>(job: &ClaimedJob, config: &JobConfig, shared: &Shared, ran: Ran) -> Outcome {
+fn decide<J: Job>(job: &ClaimedJob, config: &JobConfig, shared: &Engine, ran: Ran) -> Outcome {
     match ran {
         Ran::Undecodable(e) => Outcome::Dead {
             error: bounded(format!(
@@ -329,7 +329,7 @@ fn decide<J: Job>(job: &ClaimedJob, config: &JobConfig, shared: &Shared, ran: Ra
 }
 
 /// A failed attempt: retry after the backoff, or dead if it was the last.
-fn failed(job: &ClaimedJob, config: &JobConfig, shared: &Shared, error: String) -> Outcome {
+fn failed(job: &ClaimedJob, config: &JobConfig, shared: &Engine, error: String) -> Outcome {
     let error = bounded(error);
     if job.attempt >= job.max_attempts {
         Outcome::Dead { error }

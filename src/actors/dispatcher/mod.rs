@@ -36,9 +36,9 @@ use drain::Draining;
 pub(crate) use slots::KindSlots;
 use slots::PendingOutcome;
 
-use super::scheduler::{DueAt, Scheduler};
 use super::worker::AttemptDone;
-use super::{Shared, StopActor};
+use super::StopActor;
+use crate::engine::Engine;
 use crate::error::Result;
 use crate::store::{Claim, ClaimedJob, FinishAndClaim, FinishedAndClaimed, Outcome};
 
@@ -69,8 +69,7 @@ struct Pump;
 
 pub(crate) struct Dispatcher {
     queue: &'static str,
-    shared: Arc<Shared>,
-    scheduler: Addr<Scheduler>,
+    shared: Arc<Engine>,
     kinds: Vec<KindSlots>,
     poll_interval: Duration,
     pending: Vec<PendingOutcome>,
@@ -94,15 +93,13 @@ pub(crate) struct Dispatcher {
 impl Dispatcher {
     pub(crate) fn new(
         queue: &'static str,
-        shared: Arc<Shared>,
-        scheduler: Addr<Scheduler>,
+        shared: Arc<Engine>,
         kinds: Vec<KindSlots>,
         poll_interval: Duration,
     ) -> Self {
         Dispatcher {
             queue,
             shared,
-            scheduler,
             kinds,
             poll_interval,
             pending: Vec::new(),
@@ -409,7 +406,7 @@ impl Dispatcher {
             }
         }
         if let Some(run_at) = next_retry {
-            self.scheduler.do_send(DueAt(run_at));
+            self.shared.signals.due_at(run_at);
         }
         for p in outcomes {
             report::log(self.queue, p);
