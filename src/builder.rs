@@ -10,12 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, AsyncContext, Context, Recipient};
-
-use crate::actors::dispatcher::{Dispatcher, KindSlots};
-use crate::actors::scheduler::Scheduler;
-use crate::actors::supervisor::Supervisor;
-use crate::actors::worker::{start_worker, AttemptDone, WorkerHandles};
+use crate::actors::tree::{self, QueuePlan, StartWorker};
+use crate::actors::worker::start_worker;
 use crate::client::{Errands, KindInfo};
 use crate::clock::{ms_before, Clock, SystemClock};
 use crate::config::JobConfig;
@@ -26,14 +22,6 @@ use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::Store;
-
-type StartWorker = fn(
-    &'static str,
-    Arc<JobConfig>,
-    Recipient<AttemptDone>,
-    Arc<Engine>,
-    &[actix_rt::ArbiterHandle],
-) -> WorkerHandles;
 
 /// One registered job type.
 struct Registration {
@@ -297,6 +285,31 @@ impl Builder {
         }
     }
 
+    /// Each queue's dispatcher settings and kinds, for the supervisor to
+    /// start.
+    fn queue_plans(&self) -> Vec<QueuePlan> {
+        let mut names: Vec<&'static str> = self.registrations.iter().map(|r| r.queue).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|queue| QueuePlan {
+                queue,
+                poll_interval: self
+                    .queues
+                    .get(queue)
+                    .and_then(|q| q.poll_interval)
+                    .unwrap_or(self.poll_interval),
+                kinds: self
+                    .registrations
+                    .iter()
+                    .filter(|r| r.queue == queue)
+                    .map(|r| (r.kind, r.config.clone(), r.start))
+                    .collect(),
+            })
+            .collect()
+    }
+
     /// Validates the configuration, opens and migrates the database, puts
     /// back jobs left running by dead processes, starts the actors and
     /// returns the handle. Must run inside an actix system
@@ -330,70 +343,14 @@ impl Builder {
                 .collect(),
         ));
 
-        // The scheduler first: dispatchers tell it about retries.
-        let scheduler = Scheduler::new(shared.clone()).start();
-        shared.signals.set_scheduler(scheduler);
-        // Handlers run on arbiters of their own, one thread each: a job's
-        // future is not `Send`, so it stays on the arbiter it started on, and
-        // jobs are spread over the arbiters so that CPU-heavy handlers use
-        // every core.
-        // The first is the arbiter `start()` runs on (the dispatchers' own),
-        // so that a serial kind's jobs never change threads.
-        let arbiters: Vec<actix_rt::Arbiter> = (1..self.worker_threads)
-            .map(|_| actix_rt::Arbiter::new())
-            .collect();
-        let handles: Arc<[actix_rt::ArbiterHandle]> = std::iter::once(actix_rt::Arbiter::current())
-            .chain(arbiters.iter().map(|a| a.handle()))
-            .collect();
-
-        let mut queue_names: Vec<&'static str> =
-            self.registrations.iter().map(|r| r.queue).collect();
-        queue_names.sort_unstable();
-        queue_names.dedup();
-        let mut dispatchers = HashMap::new();
-        for queue in queue_names {
-            let poll = self
-                .queues
-                .get(queue)
-                .and_then(|q| q.poll_interval)
-                .unwrap_or(self.poll_interval);
-            let members: Vec<(&'static str, Arc<JobConfig>, StartWorker)> = self
-                .registrations
-                .iter()
-                .filter(|r| r.queue == queue)
-                .map(|r| (r.kind, r.config.clone(), r.start))
-                .collect();
-            let shared = shared.clone();
-            let handles = handles.clone();
-            let addr = Dispatcher::create(move |ctx: &mut Context<Dispatcher>| {
-                let me = ctx.address();
-                let kinds = members
-                    .into_iter()
-                    .map(|(kind, config, start)| {
-                        let (limit, prefetch) = (config.concurrency, config.get_prefetch());
-                        let worker = start(
-                            queue,
-                            config,
-                            me.clone().recipient(),
-                            shared.clone(),
-                            &handles,
-                        );
-                        KindSlots::new(kind, limit, prefetch, worker)
-                    })
-                    .collect();
-                Dispatcher::new(queue, shared, kinds, poll)
-            });
-            dispatchers.insert(queue, addr);
-        }
-
-        shared.signals.set_dispatchers(dispatchers);
-        let supervisor = Supervisor::new(
+        let queues = self.queue_plans();
+        let supervisor = tree::start(
             shared.clone(),
-            arbiters,
+            queues,
+            self.worker_threads,
             self.recovery_interval,
             self.retain_completed,
-        )
-        .start();
+        );
 
         let kinds = self
             .registrations

@@ -14,6 +14,7 @@
 pub(crate) mod dispatcher;
 pub(crate) mod scheduler;
 pub(crate) mod supervisor;
+pub(crate) mod tree;
 pub(crate) mod unwind;
 pub(crate) mod worker;
 

@@ -2,8 +2,9 @@
 //! prunes retained jobs, and runs graceful shutdown.
 //!
 //! The builder opens the store and recovers orphaned jobs before anything
-//! is claimed, then starts the scheduler and one dispatcher per queue and
-//! hands them to this actor. From then on it checks every
+//! is claimed; the tree is then started (scheduler, handler arbiters, one
+//! dispatcher per queue, this actor) by [`super::tree::start`]. From then
+//! on it checks every
 //! `recovery_interval` for other processes sharing the file that died, puts
 //! their jobs back and wakes the dispatchers.
 //!
