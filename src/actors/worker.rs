@@ -80,8 +80,22 @@ pub(crate) struct WorkerHandles {
 const WORTH_A_HOP: Duration = Duration::from_micros(100);
 
 impl WorkerHandles {
+    /// A set with no workers, whose jobs go nowhere: for unit tests of the
+    /// dispatcher's slot arithmetic.
+    #[cfg(test)]
+    pub(crate) fn detached() -> WorkerHandles {
+        WorkerHandles {
+            workers: Vec::new(),
+            running: Vec::new(),
+            average_us: 0.0,
+        }
+    }
+
     /// Runs these claimed jobs now, each on the least busy worker.
     pub(crate) fn run(&mut self, jobs: Vec<ClaimedJob>) {
+        if self.workers.is_empty() {
+            return;
+        }
         let mut per_worker: Vec<Vec<ClaimedJob>> =
             (0..self.workers.len()).map(|_| Vec::new()).collect();
         let spread = self.average_us >= WORTH_A_HOP.as_micros() as f64;

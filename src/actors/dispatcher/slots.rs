@@ -127,3 +127,113 @@ impl KindSlots {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: i64, marked: bool) -> ClaimedJob {
+        ClaimedJob {
+            id,
+            kind: "k",
+            payload: Vec::new(),
+            attempt: 1,
+            max_attempts: 3,
+            checkpoint: None,
+            marked,
+        }
+    }
+
+    fn slots(limit: usize, prefetch: usize) -> KindSlots {
+        KindSlots::new("k", limit, prefetch, WorkerHandles::detached())
+    }
+
+    /// `running ≤ limit` and `running + buffered + reserved ≤ limit + prefetch`.
+    fn assert_invariants(s: &KindSlots) {
+        assert!(
+            s.running <= s.limit,
+            "running {} > limit {}",
+            s.running,
+            s.limit
+        );
+        assert!(
+            s.running + s.buffer.len() + s.reserved <= s.limit + s.prefetch,
+            "running {} + buffered {} + reserved {} > {}",
+            s.running,
+            s.buffer.len(),
+            s.reserved,
+            s.limit + s.prefetch
+        );
+    }
+
+    #[test]
+    fn claims_never_take_more_than_limit_plus_prefetch_and_starts_never_exceed_the_limit() {
+        let mut s = slots(4, 8);
+        let mut marks = Vec::new();
+        assert_eq!(s.claimable(), 12);
+        // A claim in flight reserves its slots...
+        let n = s.claimable().min(s.claim_size());
+        let now = s.start_now(n);
+        assert_eq!((n, now), (12, 4));
+        s.reserved += n;
+        s.reserved_now += now;
+        assert_eq!(s.claimable(), 0);
+        assert_eq!(s.start_now(5), 0, "nothing more starts at once");
+        assert_invariants(&s);
+        // ...and its answer fills the buffer; only `limit` start.
+        s.reserved -= n;
+        s.reserved_now -= now;
+        s.buffer.extend((0..12).map(|id| job(id, id < 4)));
+        s.start_buffered(&mut marks);
+        assert_eq!((s.running, s.buffer.len()), (4, 8));
+        assert!(
+            marks.is_empty(),
+            "the four started at once were marked in the claim"
+        );
+        assert_invariants(&s);
+        // One finishes: the next starts from the buffer and needs a mark.
+        s.running -= 1;
+        s.start_buffered(&mut marks);
+        assert_eq!((s.running, s.buffer.len()), (4, 7));
+        assert_eq!(marks, [(4, "k")]);
+        assert_eq!(s.claimable(), 1);
+        assert_invariants(&s);
+    }
+
+    #[test]
+    fn a_serial_kind_claims_in_batches_but_runs_one_at_a_time() {
+        let mut s = slots(1, 64);
+        let mut marks = Vec::new();
+        assert_eq!(s.claim_size(), MIN_CLAIM);
+        let n = s.claimable().min(s.claim_size());
+        assert_eq!((n, s.start_now(n)), (MIN_CLAIM, 1));
+        s.buffer.extend((0..n as i64).map(|id| job(id, id == 0)));
+        s.start_buffered(&mut marks);
+        assert_eq!(s.running, 1);
+        s.start_buffered(&mut marks);
+        assert_eq!(s.running, 1, "never more than one");
+        assert_invariants(&s);
+    }
+
+    #[test]
+    fn a_wake_keeps_the_kind_ready_and_release_returns_every_buffered_job() {
+        let mut s = slots(2, 2);
+        s.maybe_ready = false;
+        let before = s.wakes;
+        s.wake();
+        assert!(s.maybe_ready);
+        assert_eq!(
+            s.wakes,
+            before + 1,
+            "a claim in flight can tell a wake came"
+        );
+        s.buffer.extend([job(1, false), job(2, true)]);
+        let released = s.release_buffered();
+        assert!(s.buffer.is_empty());
+        let marked: Vec<bool> = released
+            .iter()
+            .map(|p| matches!(p.finished.outcome, Outcome::Released { started: false, marked } if marked))
+            .collect();
+        assert_eq!(marked, [false, true]);
+    }
+}
