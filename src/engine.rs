@@ -69,26 +69,16 @@ impl Engine {
         self.closing.load(Ordering::Acquire)
     }
 
-    /// Whether anyone listens (building events costs, so skip it when
-    /// nobody does).
-    pub(crate) fn wants_events(&self) -> bool {
+    /// The event sender, if the stream is open and anyone listens
+    /// (building events costs, so callers skip it when nobody does). One
+    /// lock for a whole batch of events, not one per event.
+    pub(crate) fn event_sender(&self) -> Option<broadcast::Sender<Event>> {
         self.events
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .is_some_and(|tx| tx.receiver_count() > 0)
-    }
-
-    /// Sends an event to every subscriber, if still open.
-    pub(crate) fn send_event(&self, event: Event) {
-        if let Some(tx) = self
-            .events
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            let _ = tx.send(event);
-        }
+            .filter(|tx| tx.receiver_count() > 0)
+            .cloned()
     }
 
     /// A new subscription; one made after shutdown is closed at once.

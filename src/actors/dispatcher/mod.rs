@@ -411,11 +411,10 @@ impl Dispatcher {
         for p in outcomes {
             report::log(self.queue, p);
         }
-        if !self.shared.wants_events() {
-            return;
-        }
-        for p in outcomes {
-            self.shared.send_event(report::event(p));
+        if let Some(events) = self.shared.event_sender() {
+            for p in outcomes {
+                let _ = events.send(report::event(p));
+            }
         }
     }
 }
