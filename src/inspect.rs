@@ -77,7 +77,9 @@ pub struct JobInfo {
     pub state: JobState,
     /// Attempts started so far.
     pub attempts: u32,
-    /// Attempts allowed before it is dead.
+    /// Attempts allowed before it is dead: the configured maximum, plus one
+    /// if a crash once took an attempt that never started (a prefetched job
+    /// whose process died before it began gets that attempt back, once).
     pub max_attempts: u32,
     /// The earliest time it may (next) run.
     #[serde(serialize_with = "crate::clock::rfc3339_serde::serialize")]

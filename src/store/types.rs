@@ -19,11 +19,13 @@ pub(crate) struct ClaimedJob {
     pub payload: Vec<u8>,
     /// The number of this attempt (1 for the first).
     pub attempt: u32,
+    /// Attempts it may use: the configured maximum plus any attempt given
+    /// back at recovery.
     pub max_attempts: u32,
     /// Saved progress of a resumable job.
     pub checkpoint: Option<Vec<u8>>,
-    /// Claimed to start at once, so marked started in the claim itself.
-    /// Otherwise claimed ahead (prefetch): `claimed`, not `running`, until
+    /// Claimed to start at once (or given an attempt back once already),
+    /// so marked started in the claim itself. Otherwise claimed ahead (prefetch): `claimed`, not `running`, until
     /// the dispatcher starts it and marks it ([`FinishAndClaim::started`]).
     pub marked: bool,
 }

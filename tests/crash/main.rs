@@ -30,6 +30,10 @@ fn main() {
             a_handler_that_kills_its_process_ends_dead,
         ),
         Trial::test(
+            "a_prefetched_job_that_never_started_keeps_its_attempt",
+            a_prefetched_job_that_never_started_keeps_its_attempt,
+        ),
+        Trial::test(
             "resumable::killed_in_step_two_resumes_at_step_two",
             resumable::killed_in_step_two_resumes_at_step_two,
         ),
@@ -224,5 +228,72 @@ fn a_handler_that_kills_its_process_ends_dead() -> Result<(), Failed> {
         error.contains("process running its last attempt died"),
         "{error}"
     );
+    Ok(())
+}
+
+/// Jobs claimed ahead (prefetch) that never started must not lose the
+/// attempt their claim counted: with one attempt allowed, a kill while one
+/// job runs and 49 wait in the dispatcher's buffer ends only the running
+/// one dead; the 49 run after the restart.
+fn a_prefetched_job_that_never_started_keeps_its_attempt() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("jobs.db");
+    let ledger = dir.path().join("ledger");
+    let hanging = [
+        ("CONCURRENCY", "1".to_string()),
+        ("MAX_ATTEMPTS", "1".to_string()),
+        ("WORK_MS", "600000".to_string()),
+        ("ENQUEUE", "50".to_string()),
+    ];
+    let mut first = harness::spawn(&db, &ledger, &hanging);
+    let mut acked = Vec::new();
+    let mut started = None;
+    while acked.is_empty() || started.is_none() {
+        let line = first.next_line();
+        if let Some(ids) = line.strip_prefix("acked ") {
+            acked = harness::parse_ids(ids.trim());
+        } else if let Some(id) = line.strip_prefix("started ") {
+            started = Some(id.trim().parse::<i64>()?);
+        }
+    }
+    let started = started.expect("one started");
+    first.kill();
+    // The claim that started the first job claimed the rest ahead, in the
+    // same transaction: they are held, unstarted, by the dead process.
+    let conn = rusqlite::Connection::open(&db)?;
+    let held: i64 = conn.query_row(
+        "SELECT count(*) FROM errands_jobs WHERE state = 'running' AND started_at IS NULL",
+        [],
+        |row| row.get(0),
+    )?;
+    drop(conn);
+    assert!(held > 0, "jobs were claimed ahead when the process died");
+
+    let quick = [
+        ("CONCURRENCY", "1".to_string()),
+        ("MAX_ATTEMPTS", "1".to_string()),
+        ("WORK_MS", "1".to_string()),
+    ];
+    let mut restart = harness::spawn(&db, &ledger, &quick);
+    restart.wait_for("drained");
+    restart.finish();
+
+    let dead = harness::dead_ids(&db);
+    assert_eq!(
+        dead,
+        [started].into_iter().collect(),
+        "only the job that started used its one attempt"
+    );
+    let ledger = harness::read_ledger(&ledger);
+    let done = harness::completions(&ledger);
+    assert_eq!(done.len(), acked.len() - 1, "every other job completed");
+    assert!(!done.contains_key(&started));
+    // Attempt numbers never repeat: the given-back attempt was number 1.
+    let restarted: Vec<u32> = ledger
+        .iter()
+        .filter(|e| e.end && !e.committed)
+        .map(|e| e.attempt)
+        .collect();
+    assert!(restarted.iter().all(|&a| a == 2), "{restarted:?}");
     Ok(())
 }

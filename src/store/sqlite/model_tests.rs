@@ -52,6 +52,8 @@ fn op() -> impl Strategy<Value = Op> {
 struct Model {
     state: JobState,
     attempts: u32,
+    /// Attempts given back at recovery (0 or 1).
+    refunded: u32,
 }
 
 fn open(path: &Path) -> SqliteStore {
@@ -110,7 +112,8 @@ async fn run(ops: Vec<Op>) {
                             id,
                             Model {
                                 state: JobState::Available,
-                                attempts: 0
+                                attempts: 0,
+                                refunded: 0,
                             }
                         )
                         .is_none());
@@ -143,7 +146,9 @@ async fn run(ops: Vec<Op>) {
                 assert_eq!(got, expected, "claims the oldest ready jobs");
                 for (i, id) in got.into_iter().enumerate() {
                     let m = model.get_mut(&id).unwrap();
-                    m.state = if i < start_now {
+                    // A job that was given an attempt back is marked
+                    // started even when claimed ahead.
+                    m.state = if i < start_now || m.refunded > 0 {
                         JobState::Running
                     } else {
                         JobState::Claimed
@@ -172,7 +177,7 @@ async fn run(ops: Vec<Op>) {
             Op::Fail(i) => {
                 if let Some(id) = pick(in_state(&model, JobState::Running), i) {
                     let m = model.get_mut(&id).unwrap();
-                    let outcome = if m.attempts >= MAX_ATTEMPTS {
+                    let outcome = if m.attempts >= MAX_ATTEMPTS + m.refunded {
                         m.state = JobState::Dead;
                         Outcome::Dead { error: "no".into() }
                     } else {
@@ -212,10 +217,18 @@ async fn run(ops: Vec<Op>) {
                 let running = in_state(&model, JobState::Running);
                 let claimed = in_state(&model, JobState::Claimed);
                 assert_eq!(moved, running.len() + claimed.len());
-                // Claimed ahead or running: back alike (the attempt counted).
-                for id in running.into_iter().chain(claimed) {
+                // Claimed ahead and never started: the attempt is given back
+                // (once; a refunded job is never left claimed ahead).
+                for id in claimed {
                     let m = model.get_mut(&id).unwrap();
-                    m.state = if m.attempts >= MAX_ATTEMPTS {
+                    assert_eq!(m.refunded, 0);
+                    m.refunded = 1;
+                    m.state = JobState::Available;
+                }
+                // Running: the attempt counted.
+                for id in running {
+                    let m = model.get_mut(&id).unwrap();
+                    m.state = if m.attempts >= MAX_ATTEMPTS + m.refunded {
                         JobState::Dead
                     } else {
                         JobState::Available
@@ -230,6 +243,7 @@ async fn run(ops: Vec<Op>) {
                         Model {
                             state: JobState::Available,
                             attempts: 0,
+                            refunded: 0,
                         },
                     );
                 }
@@ -259,8 +273,8 @@ async fn run(ops: Vec<Op>) {
         for (id, m) in &model {
             let info = store.job(*id, 0).await.unwrap().expect("job present");
             assert_eq!(
-                (info.state, info.attempts),
-                (m.state, m.attempts),
+                (info.state, info.attempts, info.max_attempts),
+                (m.state, m.attempts, MAX_ATTEMPTS + m.refunded),
                 "job {id}"
             );
         }

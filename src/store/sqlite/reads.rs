@@ -7,7 +7,8 @@ use crate::clock::ms_to_system_time;
 use crate::error::Result;
 use crate::inspect::{Counts, JobInfo, JobState, JobStatus};
 
-const JOB_COLUMNS: &str = "id, queue, kind, state, attempts, max_attempts, run_at, created_at,
+const JOB_COLUMNS: &str =
+    "id, queue, kind, state, attempts, max_attempts + refunded, run_at, created_at,
                            started_at, finished_at, last_error";
 
 fn job_info(row: &Row<'_>, now: i64) -> rusqlite::Result<JobInfo> {

@@ -19,7 +19,7 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// The newest schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// Migration `n` (1-based) takes the schema from version `n-1` to `n`.
 const MIGRATIONS: &[&str] = &[
@@ -63,6 +63,14 @@ const MIGRATIONS: &[&str] = &[
         state TEXT    NOT NULL CHECK (state IN ('cancelled', 'purged')),
         at    INTEGER NOT NULL
     );",
+    // 3: attempts given back at recovery. A job claimed ahead (prefetch)
+    // whose start was never recorded had its attempt counted at claim; if
+    // its process died, recovery gives that attempt back once (`refunded`
+    // = 1) and keeps the attempt number, so numbers never repeat. The
+    // job's budget is `max_attempts + refunded`. A refunded job is always
+    // marked started when claimed, so it is never given back twice: a
+    // handler that kills its process still runs out of attempts.
+    "ALTER TABLE errands_jobs ADD COLUMN refunded INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Brings the database up to [`SCHEMA_VERSION`], or refuses a newer one.
@@ -103,4 +111,35 @@ pub(crate) fn migrate(conn: &Connection) -> Result<()> {
 
 fn user_version(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row("PRAGMA user_version", [], |row| row.get(0))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file written by the previous version keeps its jobs and gains the
+    /// new column with its default.
+    #[test]
+    fn a_version_2_file_migrates_with_its_jobs() {
+        let conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..2] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 2;
+             INSERT INTO errands_jobs (queue, kind, state, payload, max_attempts, run_at, created_at)
+             VALUES ('q', 'k', 'available', x'00', 3, 0, 0);",
+        )
+        .unwrap();
+        migrate(&conn).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+        let (n, refunded): (i64, i64) = conn
+            .query_row(
+                "SELECT count(*), sum(refunded) FROM errands_jobs",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((n, refunded), (1, 0));
+    }
 }

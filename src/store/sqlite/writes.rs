@@ -208,7 +208,10 @@ fn write_outcome(
 /// handlers start at once), the rest claimed ahead (`started_at` NULL until
 /// the dispatcher starts them, so inspection shows them as `claimed`). Both
 /// count the attempt at claim, so a job whose handler kills the process
-/// still runs out of attempts. Answers how many of each were claimed.
+/// still runs out of attempts. A job whose attempt was given back at
+/// recovery (`refunded`) is marked even when claimed ahead: it gets an
+/// attempt back at most once. Answers how many were marked and how many
+/// claimed ahead.
 fn claim(
     conn: &Connection,
     owner: &str,
@@ -218,18 +221,19 @@ fn claim(
 ) -> Result<(i64, i64)> {
     let start_now = request.start_now.min(request.n);
     let mut counts = [0i64; 2];
-    for (marked, limit) in [(true, start_now), (false, request.n - start_now)] {
+    for (start, limit) in [(true, start_now), (false, request.n - start_now)] {
         if limit == 0 {
             continue;
         }
         let mut stmt = conn.prepare_cached(
             "UPDATE errands_jobs
                 SET state = 'running', owner = ?1, attempts = attempts + 1,
-                    started_at = CASE WHEN ?6 THEN ?5 END
+                    started_at = CASE WHEN ?6 OR refunded > 0 THEN ?5 END
               WHERE id IN (SELECT id FROM errands_jobs
                             WHERE queue = ?2 AND kind = ?3 AND state = 'available' AND run_at <= ?5
                             ORDER BY run_at, id LIMIT ?4)
-              RETURNING id, payload, attempts, max_attempts, checkpoint",
+              RETURNING id, payload, attempts, max_attempts + refunded, checkpoint,
+                        started_at IS NOT NULL",
         )?;
         let kind = request.kind;
         let rows = stmt.query_map(
@@ -239,7 +243,7 @@ fn claim(
                 kind,
                 i64::try_from(limit).unwrap_or(i64::MAX),
                 batch.now,
-                marked
+                start
             ],
             |row| {
                 Ok(ClaimedJob {
@@ -249,13 +253,14 @@ fn claim(
                     attempt: row.get(2)?,
                     max_attempts: row.get(3)?,
                     checkpoint: row.get(4)?,
-                    marked,
+                    marked: row.get(5)?,
                 })
             },
         )?;
         for row in rows {
-            out.push(row?);
-            counts[usize::from(!marked)] += 1;
+            let job = row?;
+            counts[usize::from(!job.marked)] += 1;
+            out.push(job);
         }
     }
     Ok((counts[0], counts[1]))
@@ -290,16 +295,24 @@ pub(super) fn recover_orphans(
         if owner == me || !owners::is_dead(lock_dir, &owner) {
             continue;
         }
-        // Jobs claimed ahead (never marked started) come back like running
-        // ones: their attempt was counted at claim. Giving it back would
-        // repeat an attempt number whenever the kill fell between a start
-        // and its mark's commit (the kill-loop test sees that), and marking
-        // before the handler starts would make each start wait for a commit.
+        // A job claimed ahead whose start was never recorded gets its
+        // attempt back, once (`refunded`): it may never have run, and
+        // nothing a job did may cost it an attempt. It keeps its attempt
+        // number (the kill may have fallen between its start and its mark's
+        // commit, so that number may have been seen). Every other running
+        // job's attempt counts: at its budget it goes dead, so a handler
+        // that kills its process does not loop forever.
         let mut stmt = conn.prepare_cached(
             "UPDATE errands_jobs SET
-                state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'available' END,
-                finished_at = CASE WHEN attempts >= max_attempts THEN ?2 ELSE NULL END,
-                last_error = CASE WHEN attempts >= max_attempts
+                refunded = refunded + (started_at IS NULL AND refunded = 0),
+                state = CASE WHEN started_at IS NULL AND refunded = 0 THEN 'available'
+                             WHEN attempts >= max_attempts + refunded THEN 'dead'
+                             ELSE 'available' END,
+                finished_at = CASE WHEN started_at IS NULL AND refunded = 0 THEN NULL
+                                   WHEN attempts >= max_attempts + refunded THEN ?2
+                                   ELSE NULL END,
+                last_error = CASE WHEN started_at IS NULL AND refunded = 0 THEN last_error
+                                  WHEN attempts >= max_attempts + refunded
                     THEN 'the process running its last attempt died (owner ' || ?1 || ')'
                     ELSE last_error END,
                 owner = NULL
@@ -359,7 +372,8 @@ pub(super) fn save_checkpoint(
 }
 
 pub(super) fn requeue(conn: &Connection, target: &DeadTarget, now: i64) -> Result<u64> {
-    let set = "UPDATE errands_jobs SET state = 'available', attempts = 0, run_at = ?1,
+    let set =
+        "UPDATE errands_jobs SET state = 'available', attempts = 0, refunded = 0, run_at = ?1,
                   finished_at = NULL, owner = NULL WHERE state = 'dead'";
     let returning = "RETURNING queue, kind";
     let moved = match target {
