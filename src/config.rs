@@ -98,7 +98,7 @@ pub const MIN_DEFAULT_PREFETCH: usize = 64;
 ///     .max_attempts(5)
 ///     .backoff(Backoff::Fixed(Duration::from_secs(30)))
 ///     .timeout(Duration::from_secs(60));
-/// assert_eq!(config.get_concurrency(), 8);
+/// assert_eq!(config.concurrency_limit(), 8);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobConfig {
@@ -171,7 +171,7 @@ impl JobConfig {
 
     /// The configured prefetch (by default twice the concurrency limit, at
     /// least [`MIN_DEFAULT_PREFETCH`]).
-    pub fn get_prefetch(&self) -> usize {
+    pub fn prefetch_limit(&self) -> usize {
         self.prefetch.unwrap_or(
             self.concurrency
                 .saturating_mul(2)
@@ -180,12 +180,12 @@ impl JobConfig {
     }
 
     /// The configured concurrency limit.
-    pub fn get_concurrency(&self) -> usize {
+    pub fn concurrency_limit(&self) -> usize {
         self.concurrency
     }
 
     /// The configured maximum number of attempts.
-    pub fn get_max_attempts(&self) -> u32 {
+    pub fn attempts_allowed(&self) -> u32 {
         self.max_attempts
     }
 }
@@ -219,11 +219,11 @@ mod tests {
         assert_eq!(uncapped.delay(40), Duration::MAX);
         assert_eq!(Backoff::Fixed(Duration::MAX).delay(1), Duration::MAX);
         assert_eq!(
-            JobConfig::new().concurrency(usize::MAX).get_prefetch(),
+            JobConfig::new().concurrency(usize::MAX).prefetch_limit(),
             crate::MAX_CONCURRENCY
         );
         assert_eq!(
-            JobConfig::new().concurrency(1).get_prefetch(),
+            JobConfig::new().concurrency(1).prefetch_limit(),
             MIN_DEFAULT_PREFETCH
         );
     }

@@ -64,7 +64,7 @@ pub(crate) fn start(
                 .kinds
                 .into_iter()
                 .map(|(kind, config, start)| {
-                    let (limit, prefetch) = (config.concurrency, config.get_prefetch());
+                    let (limit, prefetch) = (config.concurrency, config.prefetch_limit());
                     let worker = start(
                         queue,
                         config,
