@@ -21,7 +21,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
-use crate::store::Store;
+use crate::store::Backend;
 
 /// One registered job type.
 struct Registration {
@@ -320,7 +320,8 @@ impl Builder {
         let store = actix_rt::task::spawn_blocking(move || SqliteStore::open(&options, retain))
             .await
             .map_err(|_| Error::Closed)??;
-        let store: Arc<dyn Store> = Arc::new(store);
+        let backend = Backend::Sqlite(Arc::new(store));
+        let store = backend.store();
         let recovered = store.recover_orphans(self.clock.now_ms()).await?;
         if recovered > 0 {
             log::info!("errands: put {recovered} interrupted jobs back in the queue");
@@ -333,7 +334,7 @@ impl Builder {
         }
 
         let shared = Arc::new(Engine::new(
-            store,
+            backend,
             self.clock.clone(),
             std::mem::take(&mut self.data),
             self.event_capacity,

@@ -13,11 +13,15 @@ use crate::clock::Clock;
 use crate::context::DataMap;
 use crate::events::Event;
 use crate::signals::Signals;
-use crate::store::Store;
+use crate::store::{Backend, Store};
 
 /// What every actor of one errands instance shares.
 pub(crate) struct Engine {
+    /// The store, for what every backend does.
     pub store: Arc<dyn Store>,
+    /// The same store by its type, for what only it does
+    /// (`ctx.transaction`).
+    pub backend: Backend,
     /// How to wake the dispatchers and the scheduler.
     pub signals: Signals,
     /// The (queue, kind) pairs this instance runs.
@@ -35,7 +39,7 @@ pub(crate) struct Engine {
 
 impl Engine {
     pub(crate) fn new(
-        store: Arc<dyn Store>,
+        backend: Backend,
         clock: Arc<dyn Clock>,
         data: DataMap,
         event_capacity: usize,
@@ -43,7 +47,8 @@ impl Engine {
     ) -> Engine {
         let (events, _) = broadcast::channel(event_capacity);
         Engine {
-            store,
+            store: backend.store(),
+            backend,
             signals: Signals::default(),
             kinds,
             clock,

@@ -47,6 +47,7 @@ use crate::codec;
 use crate::context::JobContext;
 use crate::job::{JobError, JobResult};
 use crate::progress::Progress;
+use crate::store::Backend;
 
 /// The cursor of one running [`JobContext::step_cursor`] step, handed to its
 /// closure. Typed: it accepts only the cursor type the step resumes from.
@@ -213,20 +214,15 @@ impl JobContext {
         let Some(snapshot) = self.progress.take() else {
             return Err(JobError::msg("could not encode the job's progress"));
         };
-        let result = self.shared.store.transaction(
-            self.id,
-            self.attempt,
-            snapshot.bytes.clone(),
-            Box::new(move |conn| {
-                work(conn).map(|value| Box::new(value) as Box<dyn std::any::Any + Send>)
-            }),
-        );
+        let result = match &self.shared.backend {
+            Backend::Sqlite(store) => {
+                store.transaction(self.id, self.attempt, snapshot.bytes.clone(), work)
+            }
+        };
         match result.await {
             Ok(value) => {
                 self.progress.committed(snapshot);
-                Ok(*value
-                    .downcast::<T>()
-                    .expect("the transaction returns what its closure returned"))
+                Ok(value)
             }
             Err(e) => {
                 self.progress.roll_back();

@@ -6,25 +6,27 @@
 //! embedded default; a PostgreSQL implementation for several hosts will sit
 //! beside it behind the same trait.
 //!
+//! What only one backend can do (run the application's SQL in the store's
+//! own transaction type) is not on the trait: [`Backend`] names the store
+//! by its type, so `ctx.transaction` reaches the SQLite store's typed
+//! method directly, without boxing its result or downcasting it.
+//!
 //! Every method returns a boxed future: the SQLite implementation runs its
 //! blocking calls on its own threads and answers through a channel, so no
 //! actix arbiter thread ever blocks on the database.
 
+mod backend;
 pub(crate) mod sqlite;
 mod types;
 
-use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 
+pub(crate) use backend::Backend;
 pub(crate) use types::*;
 
 use crate::error::Result;
 use crate::inspect::{Counts, JobInfo, JobStatus};
-
-/// A handler's own SQL, run inside the store's transaction.
-pub(crate) type TransactionWork =
-    Box<dyn FnOnce(&rusqlite::Connection) -> rusqlite::Result<Box<dyn Any + Send>> + Send>;
 
 /// A boxed future answering a store request.
 pub(crate) type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T>> + Send>>;
@@ -76,16 +78,6 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Saves a running job's progress (only while this process owns that
     /// attempt).
     fn save_checkpoint(&self, id: i64, attempt: u32, checkpoint: Vec<u8>) -> StoreFuture<()>;
-
-    /// Runs the handler's `work` and saves the job's progress in one
-    /// transaction (`ctx.transaction`).
-    fn transaction(
-        &self,
-        id: i64,
-        attempt: u32,
-        checkpoint: Vec<u8>,
-        work: TransactionWork,
-    ) -> StoreFuture<Box<dyn Any + Send>>;
 
     /// Marks this process as gone: its lock is released so that others may
     /// recover anything it still holds, and the database is left

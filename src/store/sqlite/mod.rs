@@ -19,7 +19,6 @@ mod writes;
 #[cfg(test)]
 mod model_tests;
 
-use std::any::Any;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -31,7 +30,7 @@ pub use options::{SqliteOptions, Synchronous};
 use writer::Writer;
 
 use super::{
-    DeadTarget, FinishAndClaim, FinishedAndClaimed, NewJob, Store, StoreFuture, TransactionWork,
+    DeadTarget, FinishAndClaim, FinishedAndClaimed, NewJob, Store, StoreFuture,
 };
 use crate::error::{Error, Result};
 use crate::inspect::{Counts, JobInfo, JobStatus};
@@ -50,6 +49,29 @@ pub(crate) struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Runs the application's `work` and saves a running job's progress in
+    /// one transaction (`ctx.transaction`), refused unless this process
+    /// still owns that attempt. `work` runs on the writer thread, inside
+    /// the group commit, in a savepoint of its own.
+    pub(crate) fn transaction<T, F>(
+        &self,
+        id: i64,
+        attempt: u32,
+        checkpoint: Vec<u8>,
+        work: F,
+    ) -> impl std::future::Future<Output = Result<T>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let owner = self.owner.clone();
+        self.writer.submit(move |conn| {
+            let value = work(conn)?;
+            writes::save_checkpoint(conn, &owner, id, attempt, &checkpoint)?;
+            Ok(value)
+        })
+    }
+
     /// Opens (creating and migrating if needed) the database. Blocks: call
     /// it from a thread that may block.
     pub(crate) fn open(options: &SqliteOptions, retain_completed: bool) -> Result<SqliteStore> {
@@ -279,21 +301,6 @@ impl Store for SqliteStore {
                 writes::save_checkpoint(conn, &owner, id, attempt, &checkpoint)
             }),
         )
-    }
-
-    fn transaction(
-        &self,
-        id: i64,
-        attempt: u32,
-        checkpoint: Vec<u8>,
-        work: TransactionWork,
-    ) -> StoreFuture<Box<dyn Any + Send>> {
-        let owner = self.owner.clone();
-        Box::pin(self.writer.submit(move |conn| {
-            let value = work(conn)?;
-            writes::save_checkpoint(conn, &owner, id, attempt, &checkpoint)?;
-            Ok(value)
-        }))
     }
 
     fn close(&self) -> StoreFuture<()> {
