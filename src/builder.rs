@@ -20,6 +20,7 @@ use crate::context::DataMap;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::job::Job;
+use crate::store::postgres::{PgStore, PostgresOptions, Wakeup};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::Backend;
 
@@ -76,6 +77,7 @@ impl Default for QueueConfig {
 /// ```
 pub struct Builder {
     sqlite: Option<SqliteOptions>,
+    postgres: Option<PostgresOptions>,
     registrations: Vec<Registration>,
     queues: HashMap<String, QueueConfig>,
     data: DataMap,
@@ -92,6 +94,7 @@ impl Default for Builder {
     fn default() -> Self {
         Builder {
             sqlite: None,
+            postgres: None,
             registrations: Vec::new(),
             queues: HashMap::new(),
             data: DataMap::default(),
@@ -116,6 +119,35 @@ impl Builder {
     /// Stores jobs in SQLite with these options.
     pub fn sqlite_options(mut self, options: SqliteOptions) -> Self {
         self.sqlite = Some(options);
+        self
+    }
+
+    /// Stores jobs on the PostgreSQL server at `url`
+    /// (`postgres://user:password@host/database`), in the schema `errands`,
+    /// with default options. Every instance on the same server and schema
+    /// shares the same queues: run one per host.
+    ///
+    /// ```no_run
+    /// # use errands::{Errands, Job, JobContext, JobResult};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Resize;
+    /// # impl Job for Resize { const KIND: &'static str = "resize";
+    /// #   async fn run(self, _: JobContext) -> JobResult { Ok(()) } }
+    /// # async fn demo() -> errands::Result<()> {
+    /// let errands = Errands::builder()
+    ///     .postgres("postgres://app@127.0.0.1/app")
+    ///     .register::<Resize>()
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn postgres(self, url: impl Into<String>) -> Self {
+        self.postgres_options(PostgresOptions::new(url))
+    }
+
+    /// Stores jobs on PostgreSQL with these options (schema, pool size, or
+    /// the application's own `tokio_postgres::Config`).
+    pub fn postgres_options(mut self, options: PostgresOptions) -> Self {
+        self.postgres = Some(options);
         self
     }
 
@@ -240,7 +272,7 @@ impl Builder {
         self
     }
 
-    fn validate(&mut self) -> Result<SqliteOptions> {
+    fn validate(&mut self) -> Result<StoreChoice> {
         let mut problems = std::mem::take(&mut self.problems);
         let mut unused: Vec<&String> = self
             .queues
@@ -269,18 +301,37 @@ impl Builder {
                 value: self.event_capacity,
             });
         }
-        let sqlite = self.sqlite.take();
-        match &sqlite {
-            None => problems.push(ConfigProblem::NoDatabase),
-            Some(options) if options.busy_timeout > MAX_BUSY_TIMEOUT => {
-                problems.push(ConfigProblem::BusyTimeoutTooLong {
-                    value: options.busy_timeout,
-                })
+        let choice = match (self.sqlite.take(), self.postgres.take()) {
+            (None, None) => {
+                problems.push(ConfigProblem::NoDatabase);
+                None
             }
-            Some(_) => {}
-        }
-        match sqlite {
-            Some(options) if problems.is_empty() => Ok(options),
+            (Some(_), Some(_)) => {
+                problems.push(ConfigProblem::TwoDatabases);
+                None
+            }
+            (Some(options), None) => {
+                if options.busy_timeout > MAX_BUSY_TIMEOUT {
+                    problems.push(ConfigProblem::BusyTimeoutTooLong {
+                        value: options.busy_timeout,
+                    });
+                }
+                Some(StoreChoice::Sqlite(options))
+            }
+            (None, Some(options)) => {
+                if let Err(message) = crate::store::postgres::parse_config(&options) {
+                    problems.push(ConfigProblem::InvalidPostgresUrl { message });
+                }
+                if !crate::store::postgres::valid_schema_name(&options.schema) {
+                    problems.push(ConfigProblem::InvalidSchemaName {
+                        name: options.schema.clone(),
+                    });
+                }
+                Some(StoreChoice::Postgres(options))
+            }
+        };
+        match choice {
+            Some(choice) if problems.is_empty() => Ok(choice),
             _ => Err(Error::Config(problems)),
         }
     }
@@ -315,12 +366,19 @@ impl Builder {
     /// returns the handle. Must run inside an actix system
     /// (`#[actix_web::main]`, `#[actix_rt::main]` or `actix_rt::System`).
     pub async fn start(mut self) -> Result<Errands> {
-        let options = self.validate()?;
         let retain = self.retain_completed.is_some();
-        let store = actix_rt::task::spawn_blocking(move || SqliteStore::open(&options, retain))
-            .await
-            .map_err(|_| Error::Closed)??;
-        let backend = Backend::Sqlite(Arc::new(store));
+        let backend = match self.validate()? {
+            StoreChoice::Sqlite(options) => {
+                let store =
+                    actix_rt::task::spawn_blocking(move || SqliteStore::open(&options, retain))
+                        .await
+                        .map_err(|_| Error::Closed)??;
+                Backend::Sqlite(Arc::new(store))
+            }
+            StoreChoice::Postgres(options) => {
+                Backend::Postgres(Arc::new(PgStore::open(options, retain).await?))
+            }
+        };
         let store = backend.store();
         let recovered = store.recover_orphans(self.clock.now_ms()).await?;
         if recovered > 0 {
@@ -343,6 +401,22 @@ impl Builder {
                 .map(|r| (r.queue, r.kind))
                 .collect(),
         ));
+
+        if let Backend::Postgres(store) = &shared.backend {
+            let engine = Arc::downgrade(&shared);
+            store.on_wakeup(move |wakeup| {
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
+                match wakeup {
+                    Wakeup::Queue(_, due) if due > engine.clock.now_ms() => {
+                        engine.signals.due_at(due)
+                    }
+                    Wakeup::Queue(queue, _) => engine.signals.queue_ready(queue),
+                    Wakeup::All => engine.signals.wake_all(),
+                }
+            });
+        }
 
         let queues = self.queue_plans();
         let supervisor = tree::start(
@@ -367,4 +441,10 @@ impl Builder {
             .collect();
         Ok(Errands::new(shared, supervisor, kinds))
     }
+}
+
+/// The store `start()` opens.
+enum StoreChoice {
+    Sqlite(SqliteOptions),
+    Postgres(PostgresOptions),
 }

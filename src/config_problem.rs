@@ -27,8 +27,23 @@ pub const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConfigProblem {
-    /// No store was configured: call [`Builder::sqlite`](crate::Builder::sqlite).
+    /// No store was configured: call [`Builder::sqlite`](crate::Builder::sqlite)
+    /// or [`Builder::postgres`](crate::Builder::postgres).
     NoDatabase,
+    /// Both a SQLite file and a PostgreSQL server were configured; an
+    /// instance runs on one store.
+    TwoDatabases,
+    /// The PostgreSQL connection string does not parse.
+    InvalidPostgresUrl {
+        /// What the parser said.
+        message: String,
+    },
+    /// The PostgreSQL schema name is not a plain lower-case identifier
+    /// (`[a-z_][a-z0-9_]*`, at most 63 bytes, not starting with `pg_`).
+    InvalidSchemaName {
+        /// The name given.
+        name: String,
+    },
     /// A job type's `KIND` is the empty string.
     EmptyKind {
         /// The Rust type.
@@ -101,9 +116,19 @@ pub enum ConfigProblem {
 impl fmt::Display for ConfigProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConfigProblem::NoDatabase => {
-                f.write_str("no database: call Builder::sqlite(path) before start()")
+            ConfigProblem::NoDatabase => f.write_str(
+                "no database: call Builder::sqlite(path) or Builder::postgres(url) before start()",
+            ),
+            ConfigProblem::TwoDatabases => f.write_str(
+                "both Builder::sqlite and Builder::postgres were called; choose one store",
+            ),
+            ConfigProblem::InvalidPostgresUrl { message } => {
+                write!(f, "the PostgreSQL connection string is invalid: {message}")
             }
+            ConfigProblem::InvalidSchemaName { name } => write!(
+                f,
+                "PostgreSQL schema name `{name}` is not a plain lower-case identifier ([a-z_][a-z0-9_]*, not pg_*)"
+            ),
             ConfigProblem::EmptyKind { type_name } => {
                 write!(f, "{type_name} has an empty KIND; give it a stable name")
             }

@@ -34,6 +34,17 @@ pub enum Error {
         source: StoreError,
     },
 
+    /// The PostgreSQL server could not be reached or refused the
+    /// connection at `start()` (nothing listening, wrong password, no such
+    /// database); [`StoreError::kind`] says which.
+    #[error("could not connect to PostgreSQL at {target}: {source}")]
+    Connect {
+        /// Host, port and database (never the password).
+        target: String,
+        /// What the client or the server said.
+        source: StoreError,
+    },
+
     /// A filesystem operation (creating the database directory, the owner
     /// lock files) failed.
     #[error("file system error beside the job database: {0}")]
@@ -125,6 +136,18 @@ impl Error {
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
+        Error::Store(e.into())
+    }
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Error::Store(e.into())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Error {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
         Error::Store(e.into())
     }
 }

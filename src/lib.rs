@@ -71,11 +71,15 @@ pub use events::{Event, Events, EventsError};
 pub use inspect::{Counts, JobInfo, JobState, JobStatus};
 pub use job::{Job, JobError, JobResult};
 pub use steps::Cursor;
+pub use store::postgres::{PostgresOptions, DEFAULT_PG_SCHEMA};
 pub use store::sqlite::{SqliteOptions, Synchronous};
 pub use store_error::{StoreError, StoreErrorKind};
 
 /// The rusqlite version errands uses, for [`JobContext::transaction`].
 pub use rusqlite;
+/// The tokio-postgres version errands uses, for
+/// [`JobContext::pg_transaction`] and [`PostgresOptions::from_config`].
+pub use tokio_postgres;
 
 /// Every Rust block in the README is compiled (and, unless marked `no_run`,
 /// run) by `cargo test`, so the code a newcomer pastes works as shown.

@@ -41,6 +41,13 @@ impl Signals {
         }
     }
 
+    /// Jobs of any kind in `queue` may be ready (another host enqueued).
+    pub(crate) fn queue_ready(&self, queue: &str) {
+        if let Some(dispatcher) = self.dispatchers.get().and_then(|d| d.get(queue)) {
+            dispatcher.do_send(Wake::All);
+        }
+    }
+
     /// Jobs of any kind may be ready (a timer fired, jobs were requeued or
     /// recovered).
     pub(crate) fn wake_all(&self) {

@@ -216,10 +216,69 @@ impl JobContext {
         };
         let result = match &self.shared.backend {
             Backend::Sqlite(store) => {
-                store.transaction(self.id, self.attempt, snapshot.bytes.clone(), work)
+                store
+                    .transaction(self.id, self.attempt, snapshot.bytes.clone(), work)
+                    .await
+            }
+            Backend::Postgres(_) => {
+                self.progress.roll_back();
+                return Err(JobError::permanent(
+                    "ctx.transaction runs SQLite SQL, but this instance runs on PostgreSQL: use ctx.pg_transaction",
+                ));
             }
         };
-        match result.await {
+        self.settle(snapshot, result)
+    }
+
+    /// Runs `work` in a transaction on errands' PostgreSQL database and
+    /// saves the job's current progress in the same transaction, as
+    /// [`JobContext::transaction`] does on SQLite: the application's rows
+    /// and the checkpoint commit together or not at all, and the commit is
+    /// refused if this process no longer owns the attempt.
+    ///
+    /// ```no_run
+    /// # use errands::{Cursor, JobContext, JobResult};
+    /// # async fn copy(ctx: &JobContext, cursor: &Cursor<i64>, from: i64, to: i64) -> JobResult {
+    /// cursor.set(&to)?;
+    /// ctx.pg_transaction(async |tx| {
+    ///     tx.execute("INSERT INTO archive SELECT * FROM events WHERE id > $1 AND id <= $2", &[&from, &to])
+    ///         .await?;
+    ///     Ok(())
+    /// })
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn pg_transaction<T, F>(&self, work: F) -> Result<T, JobError>
+    where
+        F: AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> Result<T, tokio_postgres::Error>,
+    {
+        let Some(snapshot) = self.progress.take() else {
+            return Err(JobError::msg("could not encode the job's progress"));
+        };
+        let result = match &self.shared.backend {
+            Backend::Postgres(store) => {
+                let now = self.shared.clock.now_ms();
+                store
+                    .transaction(self.id, self.attempt, snapshot.bytes.clone(), now, work)
+                    .await
+            }
+            Backend::Sqlite(_) => {
+                self.progress.roll_back();
+                return Err(JobError::permanent(
+                    "ctx.pg_transaction runs PostgreSQL SQL, but this instance runs on SQLite: use ctx.transaction",
+                ));
+            }
+        };
+        self.settle(snapshot, result)
+    }
+
+    /// The progress after a transaction: committed with it, or rolled back.
+    fn settle<T>(
+        &self,
+        snapshot: crate::progress::Snapshot,
+        result: crate::Result<T>,
+    ) -> Result<T, JobError> {
+        match result {
             Ok(value) => {
                 self.progress.committed(snapshot);
                 Ok(value)

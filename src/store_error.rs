@@ -21,6 +21,12 @@ pub enum StoreErrorKind {
     Busy,
     /// The file is not a database, or is corrupt.
     Corrupt,
+    /// The database server could not be reached (refused, down, or no
+    /// connection came free within the connect timeout). Nothing was
+    /// written; the same call works again once the server is back.
+    Unavailable,
+    /// The server refused the credentials, or the database does not exist.
+    Refused,
     /// Anything else; see the error's `source()`.
     Other,
 }
@@ -38,6 +44,15 @@ impl StoreError {
     /// What kind of failure this was.
     pub fn kind(&self) -> StoreErrorKind {
         self.kind
+    }
+
+    /// The same failure again, for a second caller of a request that failed
+    /// once for a whole group (the engine's own error is not `Clone`).
+    pub(crate) fn repeat(&self) -> StoreError {
+        StoreError {
+            kind: self.kind,
+            source: self.source.to_string().into(),
+        }
     }
 
     /// The SQLite error behind this one, if SQLite reported it.
@@ -79,6 +94,59 @@ impl From<rusqlite::Error> for StoreError {
 
 impl From<r2d2::Error> for StoreError {
     fn from(e: r2d2::Error) -> Self {
+        StoreError {
+            kind: StoreErrorKind::Other,
+            source: Box::new(e),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        use tokio_postgres::error::SqlState;
+        let kind = match e.code() {
+            Some(c) if *c == SqlState::DISK_FULL || *c == SqlState::OUT_OF_MEMORY => {
+                StoreErrorKind::Full
+            }
+            Some(c) if *c == SqlState::READ_ONLY_SQL_TRANSACTION => StoreErrorKind::ReadOnly,
+            Some(c)
+                if *c == SqlState::INVALID_PASSWORD
+                    || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                    || *c == SqlState::INVALID_CATALOG_NAME =>
+            {
+                StoreErrorKind::Refused
+            }
+            Some(c) if *c == SqlState::ADMIN_SHUTDOWN || *c == SqlState::CANNOT_CONNECT_NOW => {
+                StoreErrorKind::Unavailable
+            }
+            Some(c) if *c == SqlState::DATA_CORRUPTED || *c == SqlState::INDEX_CORRUPTED => {
+                StoreErrorKind::Corrupt
+            }
+            Some(_) => StoreErrorKind::Other,
+            // No SQL state: the connection itself failed or closed.
+            None => StoreErrorKind::Unavailable,
+        };
+        StoreError {
+            kind,
+            source: Box::new(e),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => StoreError {
+                kind: StoreErrorKind::Unavailable,
+                source: Box::new(other),
+            },
+        }
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
         StoreError {
             kind: StoreErrorKind::Other,
             source: Box::new(e),

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use super::postgres::PgStore;
 use super::sqlite::SqliteStore;
 use super::Store;
 
@@ -18,6 +19,8 @@ use super::Store;
 pub(crate) enum Backend {
     /// The embedded default: one SQLite file.
     Sqlite(Arc<SqliteStore>),
+    /// A PostgreSQL server shared by several hosts.
+    Postgres(Arc<PgStore>),
 }
 
 impl Backend {
@@ -25,6 +28,7 @@ impl Backend {
     pub(crate) fn store(&self) -> Arc<dyn Store> {
         match self {
             Backend::Sqlite(store) => store.clone(),
+            Backend::Postgres(store) => store.clone(),
         }
     }
 }

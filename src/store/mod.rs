@@ -16,6 +16,8 @@
 //! actix arbiter thread ever blocks on the database.
 
 mod backend;
+mod owner_id;
+pub(crate) mod postgres;
 pub(crate) mod sqlite;
 mod types;
 
@@ -23,6 +25,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub(crate) use backend::Backend;
+pub(crate) use owner_id::new_owner_id;
 pub(crate) use types::*;
 
 use crate::error::Result;

@@ -94,7 +94,7 @@ impl SqliteStore {
         schema::migrate(&conn)?;
 
         let lock_dir = owners::lock_dir(&path)?;
-        let owner = owners::new_owner_id();
+        let owner = crate::store::new_owner_id();
         let lock = owners::OwnerLock::acquire(&lock_dir, &owner)?;
 
         let busy = options.busy_timeout;

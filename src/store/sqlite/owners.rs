@@ -206,17 +206,6 @@ fn lock_path(dir: &Path, owner: &str) -> PathBuf {
     dir.join(format!("{owner}.lock"))
 }
 
-/// A new owner id, unique across processes and restarts:
-/// `<pid>-<start ms>-<random>`.
-pub(crate) fn new_owner_id() -> String {
-    format!(
-        "{}-{}-{:08x}",
-        std::process::id(),
-        crate::clock::system_time_to_ms(std::time::SystemTime::now()),
-        fastrand::u32(..)
-    )
-}
-
 /// The process id an owner id was made by.
 fn owner_pid(owner: &str) -> Option<u32> {
     owner.split('-').next()?.parse().ok()

@@ -1,0 +1,216 @@
+//! This instance's liveness on PostgreSQL, and wake-ups from other hosts.
+//!
+//! One dedicated connection per instance holds a session advisory lock on
+//! this owner's key for as long as the instance lives. When the process
+//! dies, the server drops the connection and the lock with it, so any other
+//! instance's recovery pass finds the owner dead at once (no lease to wait
+//! out), exactly like the file lock on SQLite.
+//!
+//! The same connection `LISTEN`s on the schema's channel: every enqueue
+//! transaction `NOTIFY`s it once at commit with the queues it filled, so a
+//! job enqueued on one host starts on another within milliseconds.
+//!
+//! If the connection drops while the process lives (a network blip, a
+//! server restart), this owner is no longer provably alive: the instance
+//! stops claiming at once ([`Liveness::is_held`]), reconnects, takes the
+//! same lock again, and wakes every dispatcher (notifications sent while it
+//! was away are lost). Jobs that another host recovered meanwhile are no
+//! longer this owner's, so their late outcomes are refused by the owner
+//! check.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use crate::error::Result;
+
+/// What a notification or a reconnect asks the engine to do.
+pub(crate) enum Wakeup<'a> {
+    /// Jobs may be ready in this queue, the earliest of them due at the
+    /// given time (ms).
+    Queue(&'a str, i64),
+    /// Anything may have changed (notifications may have been missed).
+    All,
+}
+
+/// The engine's way to act on a [`Wakeup`]; set once the actors exist.
+pub(crate) type WakeFn = Box<dyn Fn(Wakeup<'_>) + Send + Sync>;
+
+/// This owner's advisory lock key: a stable 64-bit hash of its id (FNV-1a,
+/// the same on every host and build), offset so it cannot meet the
+/// migration lock's keys by construction of the prefix.
+pub(crate) fn owner_key(owner: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in b"errands owner ".iter().chain(owner.as_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as i64
+}
+
+/// The notification channel of a schema.
+pub(crate) fn channel(schema: &str) -> String {
+    format!("{schema}_jobs")
+}
+
+/// The liveness connection's state, shared with the store.
+pub(crate) struct Liveness {
+    held: AtomicBool,
+    stopped: AtomicBool,
+    stop_signal: tokio::sync::Notify,
+    pub(crate) wake: OnceLock<WakeFn>,
+}
+
+impl Liveness {
+    /// Whether this owner's lock is held right now: claim only while it is.
+    pub(crate) fn is_held(&self) -> bool {
+        self.held.load(Ordering::Acquire)
+    }
+
+    fn wake(&self, wakeup: Wakeup<'_>) {
+        if let Some(wake) = self.wake.get() {
+            wake(wakeup);
+        }
+    }
+
+    /// Stops the liveness task: its connection closes and the lock goes
+    /// with it (close, at the end of shutdown).
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.held.store(false, Ordering::Release);
+        self.stop_signal.notify_one();
+    }
+}
+
+/// Connects, takes the owner's lock, `LISTEN`s, and keeps doing so until
+/// stopped. Answers once the first lock is held (or the first connect
+/// failed, which fails `start()`).
+pub(crate) async fn start(
+    config: tokio_postgres::Config,
+    schema: String,
+    owner: Arc<str>,
+) -> Result<(Arc<Liveness>, tokio::task::JoinHandle<()>)> {
+    let liveness = Arc::new(Liveness {
+        held: AtomicBool::new(false),
+        stopped: AtomicBool::new(false),
+        stop_signal: tokio::sync::Notify::new(),
+        wake: OnceLock::new(),
+    });
+    let first = connect(&config, &schema, &owner).await?;
+    liveness.held.store(true, Ordering::Release);
+    let task = tokio::spawn(keep(first, config, schema, owner, liveness.clone()));
+    Ok((liveness, task))
+}
+
+type Connected = (
+    tokio_postgres::Client,
+    tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+);
+
+async fn connect(config: &tokio_postgres::Config, schema: &str, owner: &str) -> Result<Connected> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    // Drive the connection while the lock and LISTEN go through; messages
+    // that arrive meanwhile are wake-ups nobody needs yet.
+    let done = {
+        let setup = async {
+            let taken: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&owner_key(owner)])
+                .await?
+                .get(0);
+            if !taken {
+                log::error!("errands: owner {owner}'s liveness lock is held by another session");
+            }
+            client
+                .batch_execute(&format!("LISTEN {}", channel(schema)))
+                .await?;
+            Ok::<_, tokio_postgres::Error>(())
+        };
+        let mut setup = std::pin::pin!(setup);
+        let mut messages = futures_util::stream::poll_fn(|cx| connection.poll_message(cx));
+        let done = loop {
+            tokio::select! {
+                done = &mut setup => break done,
+                message = messages.next() => match message {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e.into()),
+                    None => break Ok(()),
+                },
+            }
+        };
+        done
+    };
+    done?;
+    Ok((client, connection))
+}
+
+async fn keep(
+    first: Connected,
+    config: tokio_postgres::Config,
+    schema: String,
+    owner: Arc<str>,
+    liveness: Arc<Liveness>,
+) {
+    let mut current = Some(first);
+    let mut delay = Duration::from_millis(50);
+    loop {
+        if liveness.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        let (client, mut connection) = match current.take() {
+            Some(c) => c,
+            None => match connect(&config, &schema, &owner).await {
+                Ok(c) => {
+                    log::warn!("errands: PostgreSQL liveness connection is back");
+                    liveness.held.store(true, Ordering::Release);
+                    liveness.wake(Wakeup::All);
+                    delay = Duration::from_millis(50);
+                    c
+                }
+                Err(e) => {
+                    log::warn!("errands: PostgreSQL liveness connection failed, retrying: {e}");
+                    tokio::select! {
+                        _ = liveness.stop_signal.notified() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            },
+        };
+        let mut messages = futures_util::stream::poll_fn(|cx| connection.poll_message(cx));
+        loop {
+            if liveness.stopped.load(Ordering::Acquire) {
+                return;
+            }
+            let next = tokio::select! {
+                _ = liveness.stop_signal.notified() => return,
+                next = messages.next() => next,
+            };
+            match next {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    for line in n.payload().lines() {
+                        let mut parts = line.rsplitn(2, ' ');
+                        let due = parts.next().and_then(|t| t.parse::<i64>().ok());
+                        if let (Some(due), Some(queue)) = (due, parts.next()) {
+                            liveness.wake(Wakeup::Queue(queue, due));
+                        }
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    log::error!("errands: PostgreSQL liveness connection lost: {e}");
+                    break;
+                }
+                None => {
+                    log::error!("errands: PostgreSQL liveness connection closed");
+                    break;
+                }
+            }
+        }
+        liveness.held.store(false, Ordering::Release);
+        drop(client);
+    }
+}

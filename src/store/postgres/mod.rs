@@ -1,0 +1,399 @@
+//! The PostgreSQL store: several hosts on one queue.
+//!
+//! The engine is the same as on SQLite; only this module knows the server.
+//! Its calls run on a small tokio runtime of its own (two threads), where
+//! the pool's connections live, so no actix arbiter ever drives a database
+//! connection and stopping an arbiter never kills one. Each call spawns
+//! there and the caller awaits the answer.
+//!
+//! - Enqueues are grouped into shared transactions with one `NOTIFY` each
+//!   (`enqueuer.rs`).
+//! - A dispatcher round is one transaction: marks, outcomes (one statement
+//!   per kind of outcome), then claims with `FOR UPDATE SKIP LOCKED`
+//!   (`writes.rs`).
+//! - Liveness is a session advisory lock on a dedicated connection, which
+//!   also `LISTEN`s for other hosts' enqueues (`liveness.rs`).
+
+mod enqueuer;
+mod liveness;
+mod options;
+mod reads;
+mod schema;
+mod writes;
+
+use std::sync::{Arc, Mutex};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::NoTls;
+
+pub use options::{PostgresOptions, DEFAULT_PG_SCHEMA};
+pub(crate) use liveness::Wakeup;
+use liveness::Liveness;
+pub(crate) use options::valid_schema_name;
+use options::ConfigSource;
+
+use super::{DeadTarget, FinishAndClaim, FinishedAndClaimed, NewJob, Store, StoreFuture};
+use crate::error::{Error, Result};
+use crate::inspect::{Counts, JobInfo, JobStatus};
+use crate::store_error::StoreError;
+
+/// What every task of the store shares.
+pub(crate) struct Shared {
+    pool: Pool,
+    pub(crate) schema: String,
+    owner: Arc<str>,
+    retain_completed: bool,
+}
+
+impl Shared {
+    /// A pooled connection; an error (not a hang) if none comes within the
+    /// connect timeout.
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+/// The PostgreSQL implementation of [`Store`].
+pub(crate) struct PgStore {
+    shared: Arc<Shared>,
+    handle: tokio::runtime::Handle,
+    /// Shut down at close.
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    enqueue: mpsc::UnboundedSender<enqueuer::Request>,
+    liveness: Arc<Liveness>,
+    /// The liveness task, awaited at close so that the lock is gone when
+    /// close returns.
+    liveness_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Host, port and database of a configuration, for messages (never the
+/// password).
+fn target(config: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config
+        .get_dbname()
+        .or(config.get_user())
+        .unwrap_or("(default)");
+    format!("{}:{port}/{db}", hosts.join(","))
+}
+
+/// Parses the connection settings (a bad string is a configuration problem).
+pub(crate) fn parse_config(options: &PostgresOptions) -> Result<tokio_postgres::Config, String> {
+    let mut config = match &options.source {
+        ConfigSource::Url(url) => url
+            .parse::<tokio_postgres::Config>()
+            .map_err(|e| e.to_string())?,
+        ConfigSource::Config(config) => (**config).clone(),
+    };
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(options.connect_timeout);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("errands");
+    }
+    Ok(config)
+}
+
+impl PgStore {
+    /// Connects, migrates the schema and takes this owner's liveness lock.
+    /// Every failure here is an error from `start()`.
+    pub(crate) async fn open(options: PostgresOptions, retain_completed: bool) -> Result<PgStore> {
+        let config = parse_config(&options).map_err(|message| {
+            Error::Config(vec![crate::ConfigProblem::InvalidPostgresUrl { message }])
+        })?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("errands-pg")
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let opened = handle.spawn(Self::connect(config, options, retain_completed));
+        match opened.await {
+            Ok(Ok((shared, liveness, liveness_task))) => {
+                let enqueue = {
+                    let _entered = handle.enter();
+                    enqueuer::start(shared.clone())
+                };
+                Ok(PgStore {
+                    shared,
+                    handle,
+                    runtime: Mutex::new(Some(runtime)),
+                    enqueue,
+                    liveness,
+                    liveness_task: Mutex::new(Some(liveness_task)),
+                })
+            }
+            Ok(Err(e)) => {
+                runtime.shutdown_background();
+                Err(e)
+            }
+            Err(_) => {
+                runtime.shutdown_background();
+                Err(Error::Closed)
+            }
+        }
+    }
+
+    async fn connect(
+        config: tokio_postgres::Config,
+        options: PostgresOptions,
+        retain_completed: bool,
+    ) -> Result<(Arc<Shared>, Arc<Liveness>, tokio::task::JoinHandle<()>)> {
+        let target = target(&config);
+        let refused = |e: StoreError| Error::Connect {
+            target: target.clone(),
+            source: e,
+        };
+        // Connect once directly first: a refused connection, a wrong
+        // password or a missing database is the server's own message.
+        let (mut client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|e| refused(e.into()))?;
+        let driver = tokio::spawn(connection);
+        schema::migrate(&mut client, &options.schema).await?;
+        drop(client);
+        let _ = driver.await;
+
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let timeout = Some(options.connect_timeout);
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(timeout)
+            .create_timeout(timeout)
+            .recycle_timeout(timeout)
+            .build()
+            .map_err(|e| refused(std::io::Error::other(e.to_string()).into()))?;
+        let owner: Arc<str> = crate::store::new_owner_id().into();
+        let (liveness, task) = liveness::start(config, options.schema.clone(), owner.clone())
+            .await
+            .map_err(|e| match e {
+                Error::Store(e) => refused(e),
+                other => other,
+            })?;
+        let shared = Arc::new(Shared {
+            pool,
+            schema: options.schema,
+            owner,
+            retain_completed,
+        });
+        Ok((shared, liveness, task))
+    }
+
+    /// Tells the store how to wake the engine when another host enqueues
+    /// (or the liveness connection comes back). Set once, after the actors
+    /// start.
+    pub(crate) fn on_wakeup(&self, wake: impl Fn(Wakeup<'_>) + Send + Sync + 'static) {
+        let _ = self.liveness.wake.set(Box::new(wake));
+    }
+
+    /// Runs `work` on the store's runtime and answers its result.
+    fn spawn<T, F>(&self, work: F) -> StoreFuture<T>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        let task = self.handle.spawn(work);
+        Box::pin(async move { task.await.map_err(|_| Error::Closed)? })
+    }
+
+    /// Runs `work` in one transaction on a pooled connection, on the
+    /// store's runtime.
+    fn in_transaction<T, W>(&self, work: W) -> StoreFuture<T>
+    where
+        T: Send + 'static,
+        W: for<'t> FnOnce(
+                &'t deadpool_postgres::Transaction<'t>,
+                &'t Shared,
+            )
+                -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send + 't>>
+            + Send
+            + 'static,
+    {
+        let shared = self.shared.clone();
+        self.spawn(async move {
+            let mut client = shared.client().await?;
+            let tx = client.transaction().await?;
+            let value = work(&tx, &shared).await?;
+            tx.commit().await?;
+            Ok(value)
+        })
+    }
+
+    /// Runs the application's `work` and saves a running job's progress in
+    /// one PostgreSQL transaction (`ctx.pg_transaction`), refused unless
+    /// this process still owns that attempt. `work` runs on the caller's
+    /// task; the connection comes from errands' pool.
+    pub(crate) async fn transaction<T, F>(
+        &self,
+        id: i64,
+        attempt: u32,
+        checkpoint: Vec<u8>,
+        now: i64,
+        work: F,
+    ) -> Result<T>
+    where
+        F: AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> Result<T, tokio_postgres::Error>,
+    {
+        let shared = self.shared.clone();
+        let mut client = self
+            .handle
+            .spawn(async move { shared.client().await })
+            .await
+            .map_err(|_| Error::Closed)??;
+        let tx = client.transaction().await?;
+        let value = work(&tx).await?;
+        let s = &self.shared.schema;
+        writes::save_checkpoint(&tx, s, &self.shared.owner, id, attempt, &checkpoint, now).await?;
+        tx.commit().await?;
+        Ok(value)
+    }
+}
+
+impl Store for PgStore {
+    fn enqueue(&self, jobs: Vec<NewJob>) -> StoreFuture<Vec<i64>> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.enqueue.send(enqueuer::Request { jobs, reply });
+        Box::pin(async move {
+            sent.map_err(|_| Error::Closed)?;
+            answer.await.map_err(|_| Error::Closed)?
+        })
+    }
+
+    fn finish_and_claim(&self, batch: FinishAndClaim) -> StoreFuture<FinishedAndClaimed> {
+        let claim = self.liveness.is_held();
+        self.in_transaction(move |tx, shared| {
+            Box::pin(async move {
+                writes::finish_and_claim(
+                    tx,
+                    &shared.schema,
+                    &shared.owner,
+                    shared.retain_completed,
+                    &batch,
+                    claim,
+                )
+                .await
+            })
+        })
+    }
+
+    fn recover_orphans(&self, now: i64) -> StoreFuture<usize> {
+        self.in_transaction(move |tx, shared| {
+            Box::pin(writes::recover_orphans(tx, &shared.schema, &shared.owner, now))
+        })
+    }
+
+    fn next_run_at(&self, kinds: Vec<(String, String)>, after: i64) -> StoreFuture<Option<i64>> {
+        let shared = self.shared.clone();
+        self.spawn(async move {
+            let client = shared.client().await?;
+            reads::next_run_at(&**client, &shared.schema, &kinds, after).await
+        })
+    }
+
+    fn counts(&self, now: i64) -> StoreFuture<Vec<Counts>> {
+        let shared = self.shared.clone();
+        self.spawn(async move {
+            let client = shared.client().await?;
+            reads::counts(&**client, &shared.schema, now).await
+        })
+    }
+
+    fn job(&self, id: i64, now: i64) -> StoreFuture<Option<JobInfo>> {
+        let shared = self.shared.clone();
+        self.spawn(async move {
+            let client = shared.client().await?;
+            reads::job(&**client, &shared.schema, id, now).await
+        })
+    }
+
+    fn status(&self, id: i64, now: i64) -> StoreFuture<JobStatus> {
+        let shared = self.shared.clone();
+        self.spawn(async move {
+            let client = shared.client().await?;
+            reads::status(&**client, &shared.schema, id, now).await
+        })
+    }
+
+    fn dead_jobs(&self, queue: Option<String>, limit: usize) -> StoreFuture<Vec<JobInfo>> {
+        let shared = self.shared.clone();
+        self.spawn(async move {
+            let client = shared.client().await?;
+            reads::dead_jobs(&**client, &shared.schema, queue.as_deref(), limit).await
+        })
+    }
+
+    fn requeue(&self, target: DeadTarget, now: i64) -> StoreFuture<u64> {
+        self.in_transaction(move |tx, shared| {
+            Box::pin(async move { writes::requeue(tx, &shared.schema, &target, now).await })
+        })
+    }
+
+    fn purge(&self, target: DeadTarget) -> StoreFuture<u64> {
+        let now = crate::clock::system_time_to_ms(std::time::SystemTime::now());
+        self.in_transaction(move |tx, shared| {
+            Box::pin(async move { writes::purge(tx, &shared.schema, &target, now).await })
+        })
+    }
+
+    fn cancel(&self, id: i64) -> StoreFuture<()> {
+        let now = crate::clock::system_time_to_ms(std::time::SystemTime::now());
+        self.in_transaction(move |tx, shared| {
+            Box::pin(writes::cancel(tx, &shared.schema, id, now))
+        })
+    }
+
+    fn prune_completed(&self, before: i64) -> StoreFuture<u64> {
+        self.in_transaction(move |tx, shared| {
+            Box::pin(writes::prune_completed(tx, &shared.schema, before))
+        })
+    }
+
+    fn save_checkpoint(&self, id: i64, attempt: u32, checkpoint: Vec<u8>) -> StoreFuture<()> {
+        let now = crate::clock::system_time_to_ms(std::time::SystemTime::now());
+        self.in_transaction(move |tx, shared| {
+            Box::pin(async move {
+                writes::save_checkpoint(tx, &shared.schema, &shared.owner, id, attempt, &checkpoint, now)
+                    .await
+            })
+        })
+    }
+
+    fn close(&self) -> StoreFuture<()> {
+        self.liveness.stop();
+        self.shared.pool.close();
+        let runtime = self.runtime.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let task = self
+            .liveness_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        Box::pin(async move {
+            // The liveness task returns at once; its connection, and this
+            // owner's lock, close with it.
+            if let Some(task) = task {
+                let _ = task.await;
+            }
+            if let Some(runtime) = runtime {
+                runtime.shutdown_background();
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,95 @@
+//! How to reach the PostgreSQL server, and where errands keeps its tables.
+
+use std::time::Duration;
+
+/// The default PostgreSQL schema errands creates its tables in.
+pub const DEFAULT_PG_SCHEMA: &str = "errands";
+
+/// Options for the PostgreSQL store.
+///
+/// ```
+/// use errands::PostgresOptions;
+/// let options = PostgresOptions::new("postgres://app@db.internal/app")
+///     .schema("jobs")
+///     .pool_size(16);
+/// assert_eq!(options.schema_name(), "jobs");
+/// ```
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    pub(crate) source: ConfigSource,
+    pub(crate) schema: String,
+    pub(crate) pool_size: usize,
+    pub(crate) connect_timeout: Duration,
+}
+
+/// Where the connection settings come from.
+#[derive(Debug, Clone)]
+pub(crate) enum ConfigSource {
+    /// A connection string (`postgres://…` or `host=… user=…`), parsed at start.
+    Url(String),
+    /// The application's own, already parsed configuration.
+    Config(Box<tokio_postgres::Config>),
+}
+
+impl PostgresOptions {
+    /// A server given by a connection string: a URL
+    /// (`postgres://user:password@host:5432/database`) or key-value pairs
+    /// (`host=/run/postgresql dbname=app`). Parsed at `start()`; a string
+    /// that does not parse is a [`ConfigProblem`](crate::ConfigProblem).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self::with_source(ConfigSource::Url(url.into()))
+    }
+
+    /// A server given by the application's own `tokio_postgres::Config`
+    /// (the one its pool was built from, say).
+    pub fn from_config(config: tokio_postgres::Config) -> Self {
+        Self::with_source(ConfigSource::Config(Box::new(config)))
+    }
+
+    fn with_source(source: ConfigSource) -> Self {
+        PostgresOptions {
+            source,
+            schema: DEFAULT_PG_SCHEMA.to_string(),
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The PostgreSQL schema for errands' tables (created if missing).
+    /// Default [`DEFAULT_PG_SCHEMA`]. Instances sharing a queue must use
+    /// the same schema; a different schema is a separate set of queues.
+    pub fn schema(mut self, name: impl Into<String>) -> Self {
+        self.schema = name.into();
+        self
+    }
+
+    /// Connections in errands' pool (enqueues, claims, reads). Default 8.
+    /// Each instance holds one more for its liveness lock and `LISTEN`.
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size.max(1);
+        self
+    }
+
+    /// How long `enqueue` and every other call waits for a connection
+    /// before answering an error (the server is down or unreachable).
+    /// Default 5 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The schema errands uses.
+    pub fn schema_name(&self) -> &str {
+        &self.schema
+    }
+}
+
+/// Whether `name` is a plain lower-case identifier PostgreSQL takes
+/// unquoted (errands writes it into SQL, so nothing else is accepted).
+pub(crate) fn valid_schema_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('a'..='z' | '_'))
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+        && name.len() <= 63
+        && !name.starts_with("pg_")
+}

@@ -1,0 +1,399 @@
+//! The SQL that changes rows on PostgreSQL: the dispatcher's
+//! finish-and-claim round, recovery, and the operator's requeue, purge,
+//! cancel and prune. Same rules as SQLite's `writes.rs`: every update of a
+//! running job is conditioned on its owner *and* its attempt, claims take
+//! the oldest due rows in `run_at, id` order, and a claim never waits for a
+//! row another host is claiming (`FOR UPDATE SKIP LOCKED`).
+//!
+//! Outcomes go in one statement per kind of outcome, over `unnest`ed
+//! arrays, not a statement per job: a round of 64 completions is one
+//! `DELETE`.
+
+use deadpool_postgres::Transaction;
+
+use super::liveness::owner_key;
+use crate::error::{Error, Result};
+use crate::inspect::JobState;
+use crate::store::{Claim, ClaimedJob, DeadTarget, FinishAndClaim, FinishedAndClaimed, Outcome};
+
+/// One dispatcher round in one transaction: marks, outcomes, claims.
+/// `claim` is false while this instance's liveness lock is not held: it
+/// then only writes what finished.
+pub(super) async fn finish_and_claim(
+    tx: &Transaction<'_>,
+    s: &str,
+    owner: &str,
+    retain_completed: bool,
+    batch: &FinishAndClaim,
+    claim: bool,
+) -> Result<FinishedAndClaimed> {
+    let now = batch.now;
+    if !batch.started.is_empty() {
+        let ids: Vec<i64> = batch.started.iter().map(|(id, _)| *id).collect();
+        tx.execute(
+            &format!(
+                "UPDATE {s}.jobs SET started_at = $3
+                  WHERE id = ANY($1) AND owner = $2 AND state = 'running' AND started_at IS NULL"
+            ),
+            &[&ids, &owner, &now],
+        )
+        .await?;
+    }
+    write_outcomes(tx, s, owner, retain_completed, batch).await?;
+    let mut answer = FinishedAndClaimed::default();
+    if claim {
+        for request in &batch.claims {
+            if request.n > 0 {
+                claim_kind(tx, s, owner, batch, request, &mut answer.claimed).await?;
+            }
+        }
+    }
+    Ok(answer)
+}
+
+/// Arrays of the outcomes of one kind, for one `unnest`.
+#[derive(Default)]
+struct Group {
+    ids: Vec<i64>,
+    attempts: Vec<i32>,
+    run_at: Vec<i64>,
+    errors: Vec<Option<String>>,
+    checkpoints: Vec<Option<Vec<u8>>>,
+}
+
+impl Group {
+    fn push(&mut self, id: i64, attempt: u32, run_at: i64, error: Option<&str>, cp: Option<&[u8]>) {
+        self.ids.push(id);
+        self.attempts.push(i32::try_from(attempt).unwrap_or(i32::MAX));
+        self.run_at.push(run_at);
+        self.errors.push(error.map(str::to_string));
+        self.checkpoints.push(cp.map(<[u8]>::to_vec));
+    }
+}
+
+async fn write_outcomes(
+    tx: &Transaction<'_>,
+    s: &str,
+    owner: &str,
+    retain_completed: bool,
+    batch: &FinishAndClaim,
+) -> Result<()> {
+    // Completed, retry, dead, released.
+    let mut groups: [Group; 4] = Default::default();
+    for f in &batch.finished {
+        let (index, run_at, error) = match &f.outcome {
+            Outcome::Completed => (0, 0, None),
+            Outcome::Retry { run_at, error } => (1, *run_at, Some(error.as_str())),
+            Outcome::Dead { error } => (2, 0, Some(error.as_str())),
+            Outcome::Released { .. } => (3, 0, None),
+        };
+        groups[index].push(f.id, f.attempt, run_at, error, f.checkpoint.as_deref());
+    }
+    let unnest = "unnest($1::int8[], $2::int4[], $3::int8[], $4::text[], $5::bytea[])
+                  AS f(id, attempt, run_at, error, checkpoint)";
+    let mine = "j.id = f.id AND j.attempts = f.attempt AND j.owner = $6 AND j.state = 'running'";
+    let completed = if retain_completed {
+        format!(
+            "UPDATE {s}.jobs j SET state = 'completed', owner = NULL, finished_at = $7
+               FROM {unnest} WHERE {mine}"
+        )
+    } else {
+        format!("DELETE FROM {s}.jobs j USING {unnest} WHERE {mine}")
+    };
+    let sql = [
+        completed,
+        format!(
+            "UPDATE {s}.jobs j SET state = 'available', owner = NULL, run_at = f.run_at,
+                    last_error = f.error, checkpoint = coalesce(f.checkpoint, j.checkpoint)
+               FROM {unnest} WHERE {mine}"
+        ),
+        format!(
+            "UPDATE {s}.jobs j SET state = 'dead', owner = NULL, finished_at = $7,
+                    last_error = f.error, checkpoint = coalesce(f.checkpoint, j.checkpoint)
+               FROM {unnest} WHERE {mine}"
+        ),
+        format!(
+            "UPDATE {s}.jobs j SET state = 'available', owner = NULL,
+                    attempts = greatest(j.attempts - 1, 0),
+                    checkpoint = coalesce(f.checkpoint, j.checkpoint)
+               FROM {unnest} WHERE {mine}"
+        ),
+    ];
+    for (group, sql) in groups.iter().zip(sql) {
+        if group.ids.is_empty() {
+            continue;
+        }
+        let stmt = tx.prepare_cached(&sql).await?;
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+            &group.ids,
+            &group.attempts,
+            &group.run_at,
+            &group.errors,
+            &group.checkpoints,
+            &owner,
+        ];
+        if stmt.params().len() == 7 {
+            params.push(&batch.now);
+        }
+        tx.execute(&stmt, &params).await?;
+    }
+    Ok(())
+}
+
+/// Claims for one kind, as on SQLite: the first `start_now` marked started,
+/// the rest claimed ahead (a job given an attempt back is always marked).
+async fn claim_kind(
+    tx: &Transaction<'_>,
+    s: &str,
+    owner: &str,
+    batch: &FinishAndClaim,
+    request: &Claim,
+    out: &mut Vec<ClaimedJob>,
+) -> Result<()> {
+    let start_now = request.start_now.min(request.n);
+    let stmt = tx
+        .prepare_cached(&format!(
+            "UPDATE {s}.jobs j
+                SET state = 'running', owner = $1, attempts = j.attempts + 1,
+                    started_at = CASE WHEN $6 OR j.refunded > 0 THEN $5::int8 END
+               FROM (SELECT id FROM {s}.jobs
+                      WHERE queue = $2 AND kind = $3 AND state = 'available' AND run_at <= $5
+                      ORDER BY run_at, id LIMIT $4
+                      FOR UPDATE SKIP LOCKED) c
+              WHERE j.id = c.id
+              RETURNING j.id, j.payload, j.attempts, j.max_attempts + j.refunded, j.checkpoint,
+                        j.started_at IS NOT NULL, j.run_at"
+        ))
+        .await?;
+    for (start, limit) in [(true, start_now), (false, request.n - start_now)] {
+        if limit == 0 {
+            continue;
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = tx
+            .query(
+                &stmt,
+                &[&owner, &batch.queue, &request.kind, &limit, &batch.now, &start],
+            )
+            .await?;
+        let mut claimed: Vec<(i64, ClaimedJob)> = rows
+            .iter()
+            .map(|row| {
+                let job = ClaimedJob {
+                    id: row.get(0),
+                    kind: request.kind,
+                    payload: row.get(1),
+                    attempt: row.get::<_, i32>(2).max(0) as u32,
+                    max_attempts: row.get::<_, i32>(3).max(0) as u32,
+                    checkpoint: row.get(4),
+                    marked: row.get(5),
+                };
+                (row.get::<_, i64>(6), job)
+            })
+            .collect();
+        claimed.sort_by_key(|(run_at, job)| (*run_at, job.id));
+        out.extend(claimed.into_iter().map(|(_, job)| job));
+    }
+    Ok(())
+}
+
+/// Puts back the running jobs of owners that are no longer alive: an
+/// owner whose session advisory lock this transaction can take has no
+/// session left. The rules are SQLite's (see `sqlite/writes.rs`): a job
+/// claimed ahead and never started gets its attempt back once; any other
+/// at its budget goes dead.
+pub(super) async fn recover_orphans(
+    tx: &Transaction<'_>,
+    s: &str,
+    me: &str,
+    now: i64,
+) -> Result<usize> {
+    let owners: Vec<String> = tx
+        .query(
+            &format!(
+                "SELECT DISTINCT owner FROM {s}.jobs
+                  WHERE state = 'running' AND owner IS NOT NULL AND owner <> $1"
+            ),
+            &[&me],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut moved = 0;
+    for owner in owners {
+        let dead: bool = tx
+            .query_one(
+                "SELECT pg_try_advisory_xact_lock($1)",
+                &[&owner_key(&owner)],
+            )
+            .await?
+            .get(0);
+        if !dead {
+            continue;
+        }
+        let n = tx
+            .execute(
+                &format!(
+                    "UPDATE {s}.jobs SET
+                        refunded = refunded + (started_at IS NULL AND refunded = 0)::int,
+                        state = CASE WHEN started_at IS NULL AND refunded = 0 THEN 'available'
+                                     WHEN attempts >= max_attempts + refunded THEN 'dead'
+                                     ELSE 'available' END,
+                        finished_at = CASE WHEN started_at IS NULL AND refunded = 0 THEN NULL
+                                           WHEN attempts >= max_attempts + refunded THEN $2::int8
+                                           ELSE NULL END,
+                        last_error = CASE WHEN started_at IS NULL AND refunded = 0 THEN last_error
+                                          WHEN attempts >= max_attempts + refunded
+                            THEN 'the process running its last attempt died (owner ' || $1 || ')'
+                            ELSE last_error END,
+                        owner = NULL
+                     WHERE state = 'running' AND owner = $1"
+                ),
+                &[&owner, &now],
+            )
+            .await?;
+        if n > 0 {
+            log::warn!("errands: recovered {n} jobs left running by dead owner {owner}");
+        }
+        moved += n as usize;
+    }
+    Ok(moved)
+}
+
+pub(super) async fn save_checkpoint(
+    tx: &Transaction<'_>,
+    s: &str,
+    owner: &str,
+    id: i64,
+    attempt: u32,
+    checkpoint: &[u8],
+    now: i64,
+) -> Result<()> {
+    let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
+    let n = tx
+        .execute(
+            &format!(
+                "UPDATE {s}.jobs SET checkpoint = $4
+                  WHERE id = $1 AND owner = $2 AND attempts = $3 AND state = 'running'"
+            ),
+            &[&id, &owner, &attempt, &checkpoint],
+        )
+        .await?;
+    if n == 0 {
+        return Err(refusal(tx, s, id, "save progress (not running in this process)", now).await);
+    }
+    Ok(())
+}
+
+pub(super) async fn requeue(
+    tx: &Transaction<'_>,
+    s: &str,
+    target: &DeadTarget,
+    now: i64,
+) -> Result<u64> {
+    let set = format!(
+        "UPDATE {s}.jobs SET state = 'available', attempts = 0, refunded = 0, run_at = $1,
+                finished_at = NULL, owner = NULL WHERE state = 'dead'"
+    );
+    Ok(match target {
+        DeadTarget::One(id) => {
+            let n = tx.execute(&format!("{set} AND id = $2"), &[&now, id]).await?;
+            if n == 0 {
+                return Err(refusal(tx, s, *id, "requeue", now).await);
+            }
+            n
+        }
+        DeadTarget::Queue(queue) => {
+            tx.execute(&format!("{set} AND queue = $2"), &[&now, queue])
+                .await?
+        }
+        DeadTarget::All => tx.execute(&set, &[&now]).await?,
+    })
+}
+
+pub(super) async fn purge(
+    tx: &Transaction<'_>,
+    s: &str,
+    target: &DeadTarget,
+    now: i64,
+) -> Result<u64> {
+    let delete = format!("DELETE FROM {s}.jobs WHERE state = 'dead'");
+    let rows = match target {
+        DeadTarget::One(id) => {
+            let rows = tx
+                .query(&format!("{delete} AND id = $1 RETURNING id"), &[id])
+                .await?;
+            if rows.is_empty() {
+                return Err(refusal(tx, s, *id, "purge", now).await);
+            }
+            rows
+        }
+        DeadTarget::Queue(queue) => {
+            tx.query(&format!("{delete} AND queue = $1 RETURNING id"), &[queue])
+                .await?
+        }
+        DeadTarget::All => tx.query(&format!("{delete} RETURNING id"), &[]).await?,
+    };
+    let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    remember(tx, s, &ids, "purged", now).await?;
+    Ok(ids.len() as u64)
+}
+
+pub(super) async fn cancel(tx: &Transaction<'_>, s: &str, id: i64, now: i64) -> Result<()> {
+    let n = tx
+        .execute(
+            &format!("DELETE FROM {s}.jobs WHERE id = $1 AND state = 'available'"),
+            &[&id],
+        )
+        .await?;
+    if n == 0 {
+        return Err(refusal(tx, s, id, "cancel", now).await);
+    }
+    remember(tx, s, &[id], "cancelled", now).await
+}
+
+pub(super) async fn prune_completed(tx: &Transaction<'_>, s: &str, before: i64) -> Result<u64> {
+    Ok(tx
+        .execute(
+            &format!("DELETE FROM {s}.jobs WHERE state = 'completed' AND finished_at < $1"),
+            &[&before],
+        )
+        .await?)
+}
+
+/// Tombstones for jobs an operator deleted, so `status(id)` can tell them
+/// from completed ones.
+async fn remember(tx: &Transaction<'_>, s: &str, ids: &[i64], how: &str, now: i64) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        &format!(
+            "INSERT INTO {s}.tombstones (id, state, at) SELECT unnest($1::int8[]), $2, $3
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state, at = excluded.at"
+        ),
+        &[&ids, &how, &now],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Why an operation on job `id` changed nothing.
+async fn refusal(tx: &Transaction<'_>, s: &str, id: i64, action: &'static str, now: i64) -> Error {
+    let row = tx
+        .query_opt(
+            &format!("SELECT state, run_at, started_at IS NOT NULL FROM {s}.jobs WHERE id = $1"),
+            &[&id],
+        )
+        .await;
+    match row {
+        Ok(None) => Error::NotFound(id),
+        Ok(Some(row)) => Error::WrongState {
+            id,
+            state: JobState::from_row(row.get(0), row.get(1), now, row.get(2)),
+            action,
+        },
+        Err(e) => e.into(),
+    }
+}

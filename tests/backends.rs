@@ -1,0 +1,260 @@
+//! The behaviour every store must have, one test body run on each: SQLite
+//! (a temporary file) and PostgreSQL (a schema of its own on the server at
+//! `ERRANDS_PG_URL`). A job behaves the same on both.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Backend, TestStore};
+use errands::{
+    Backoff, Errands, Event, Job, JobConfig, JobContext, JobError, JobResult, JobState, JobStatus,
+    ManualClock,
+};
+use serde::{Deserialize, Serialize};
+
+/// Every start of every job: (id, attempt).
+#[derive(Default)]
+struct Runs(Mutex<Vec<(i64, u32)>>);
+
+impl Runs {
+    fn of(&self, id: i64) -> Vec<u32> {
+        let runs = self.0.lock().unwrap();
+        runs.iter().filter(|(i, _)| *i == id).map(|(_, a)| *a).collect()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Work {
+    n: u32,
+    /// Fail the first `fail` attempts.
+    fail: u32,
+}
+
+impl Job for Work {
+    const KIND: &'static str = "work";
+    async fn run(self, ctx: JobContext) -> JobResult {
+        ctx.data::<Arc<Runs>>()?
+            .0
+            .lock()
+            .unwrap()
+            .push((ctx.id(), ctx.attempt()));
+        if ctx.attempt() <= self.fail {
+            return Err(JobError::msg(format!("failing attempt {}", ctx.attempt())));
+        }
+        Ok(())
+    }
+}
+
+async fn start(store: &TestStore, clock: Option<ManualClock>) -> (Errands, Arc<Runs>) {
+    let runs = Arc::new(Runs::default());
+    let mut builder = store
+        .apply(Errands::builder())
+        .register_with::<Work>(
+            JobConfig::new()
+                .concurrency(8)
+                .max_attempts(3)
+                .backoff(Backoff::Fixed(Duration::from_secs(10))),
+        )
+        .data(runs.clone());
+    if let Some(clock) = clock {
+        builder = builder.clock(clock);
+    }
+    (builder.start().await.expect("start"), runs)
+}
+
+/// Enqueued jobs each run exactly once, in one attempt, and are then
+/// reported completed.
+async fn every_job_runs_once(backend: Backend) {
+    let store = TestStore::new(backend);
+    let (errands, runs) = start(&store, None).await;
+    let mut events = errands.subscribe();
+    let mut ids = errands
+        .enqueue_many((0..50).map(|n| Work { n, fail: 0 }))
+        .await
+        .unwrap();
+    ids.push(errands.enqueue(Work { n: 50, fail: 0 }).await.unwrap());
+    let done = common::collect(&mut events, ids.len(), |e| {
+        matches!(e, Event::Completed { .. })
+    })
+    .await;
+    let mut done: Vec<i64> = done.iter().map(Event::id).collect();
+    done.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(done, expected);
+    for id in &ids {
+        assert_eq!(runs.of(*id), [1], "job {id} ran once");
+        assert_eq!(errands.status(*id).await.unwrap(), JobStatus::Completed);
+    }
+    let pending: u64 = errands.counts().await.unwrap().iter().map(|c| c.pending()).sum();
+    assert_eq!(pending, 0);
+    errands.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+both!(every_job_runs_once);
+
+/// A failing job is retried after its backoff (on the injected clock),
+/// then dead after its attempts; requeue gives it fresh attempts and purge
+/// deletes it for good.
+async fn retries_then_dead_then_requeue_and_purge(backend: Backend) {
+    let store = TestStore::new(backend);
+    let clock = ManualClock::new();
+    let (errands, runs) = start(&store, Some(clock.clone())).await;
+    let mut events = errands.subscribe();
+    let id = errands.enqueue(Work { n: 1, fail: 99 }).await.unwrap();
+    for attempt in 1..=2u32 {
+        let event = common::wait_for(&mut events, |e| e.id() == id).await;
+        assert!(
+            matches!(&event, Event::Retrying { attempt: a, error, .. } if *a == attempt && error.contains("failing attempt")),
+            "{event:?}"
+        );
+        let info = errands.job(id).await.unwrap().unwrap();
+        assert_eq!(info.state, JobState::Scheduled);
+        clock.advance(Duration::from_secs(10));
+    }
+    let event = common::wait_for(&mut events, |e| e.id() == id).await;
+    assert!(matches!(event, Event::Dead { attempt: 3, .. }), "{event:?}");
+    assert_eq!(runs.of(id), [1, 2, 3]);
+    let dead = errands.dead_jobs(None, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, id);
+    assert_eq!(dead[0].last_error.as_deref(), Some("failing attempt 3"));
+
+    errands.requeue(id).await.unwrap();
+    let event = common::wait_for(&mut events, |e| e.id() == id).await;
+    assert!(matches!(event, Event::Retrying { attempt: 1, .. }), "{event:?}");
+    clock.advance(Duration::from_secs(10));
+    common::wait_for(&mut events, |e| e.id() == id).await;
+    clock.advance(Duration::from_secs(10));
+    let event = common::wait_for(&mut events, |e| e.id() == id).await;
+    assert!(matches!(event, Event::Dead { .. }), "{event:?}");
+    errands.purge(id).await.unwrap();
+    assert_eq!(errands.status(id).await.unwrap(), JobStatus::Purged);
+    assert!(matches!(
+        errands.purge(id).await,
+        Err(errands::Error::NotFound(i)) if i == id
+    ));
+    errands.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+both!(retries_then_dead_then_requeue_and_purge);
+
+/// A delayed job is scheduled until its time, then runs; a cancelled one
+/// never runs and reads as cancelled; cancelling it twice is a clear error.
+async fn delays_and_cancel(backend: Backend) {
+    let store = TestStore::new(backend);
+    let clock = ManualClock::new();
+    let (errands, runs) = start(&store, Some(clock.clone())).await;
+    let mut events = errands.subscribe();
+    let later = errands
+        .enqueue_in(Work { n: 1, fail: 0 }, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let cancelled = errands
+        .enqueue_in(Work { n: 2, fail: 0 }, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let counts = errands.counts().await.unwrap();
+    assert_eq!(counts.iter().map(|c| c.scheduled).sum::<u64>(), 2);
+    assert_eq!(
+        errands.job(later).await.unwrap().unwrap().state,
+        JobState::Scheduled
+    );
+    errands.cancel(cancelled).await.unwrap();
+    assert_eq!(errands.status(cancelled).await.unwrap(), JobStatus::Cancelled);
+    assert!(matches!(
+        errands.cancel(cancelled).await,
+        Err(errands::Error::NotFound(_))
+    ));
+    clock.advance(Duration::from_secs(60));
+    let event = common::wait_for(&mut events, |e| matches!(e, Event::Completed { .. })).await;
+    assert_eq!(event.id(), later);
+    assert_eq!(runs.of(later), [1]);
+    assert!(runs.of(cancelled).is_empty());
+    errands.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+both!(delays_and_cancel);
+
+#[derive(Serialize, Deserialize)]
+struct Steps;
+
+/// Progress of the `Steps` job: which steps ran, per attempt.
+#[derive(Default)]
+struct StepLog(Mutex<Vec<(&'static str, u32)>>);
+
+impl Job for Steps {
+    const KIND: &'static str = "steps";
+    async fn run(self, ctx: JobContext) -> JobResult {
+        let log = ctx.data::<Arc<StepLog>>()?;
+        ctx.step("one", async || {
+            log.0.lock().unwrap().push(("one", ctx.attempt()));
+            Ok(())
+        })
+        .await?;
+        ctx.step("two", async || {
+            log.0.lock().unwrap().push(("two", ctx.attempt()));
+            if ctx.attempt() == 1 {
+                return Err(JobError::msg("two fails once"));
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// A finished step is not run again by the next attempt: its checkpoint is
+/// stored with the failed attempt's outcome.
+async fn finished_steps_are_skipped_on_retry(backend: Backend) {
+    let store = TestStore::new(backend);
+    let log = Arc::new(StepLog::default());
+    let errands = store
+        .apply(Errands::builder())
+        .register_with::<Steps>(JobConfig::new().backoff(Backoff::Fixed(Duration::ZERO)))
+        .data(log.clone())
+        .start()
+        .await
+        .unwrap();
+    let mut events = errands.subscribe();
+    let id = errands.enqueue(Steps).await.unwrap();
+    let event = common::wait_for(&mut events, |e| {
+        e.id() == id && matches!(e, Event::Completed { .. })
+    })
+    .await;
+    assert!(matches!(event, Event::Completed { attempt: 2, .. }));
+    assert_eq!(
+        *log.0.lock().unwrap(),
+        [("one", 1), ("two", 1), ("two", 2)]
+    );
+    errands.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+both!(finished_steps_are_skipped_on_retry);
+
+/// Jobs enqueued by a process that runs no worker wait, visible in the
+/// counts; a second instance on the same store runs them.
+async fn a_second_instance_runs_what_the_first_enqueued(backend: Backend) {
+    let store = TestStore::new(backend);
+    let producer = store
+        .apply(Errands::builder())
+        .start()
+        .await
+        .expect("a producer with no workers starts");
+    let ids = producer
+        .enqueue_many((0..20).map(|n| Work { n, fail: 0 }))
+        .await
+        .unwrap();
+    let counts = producer.counts().await.unwrap();
+    assert_eq!(counts.iter().map(|c| c.available).sum::<u64>(), 20);
+    let (worker, runs) = start(&store, None).await;
+    let mut events = worker.subscribe();
+    common::collect(&mut events, ids.len(), |e| matches!(e, Event::Completed { .. })).await;
+    let mut ran: HashMap<i64, usize> = HashMap::new();
+    for (id, _) in runs.0.lock().unwrap().iter() {
+        *ran.entry(*id).or_default() += 1;
+    }
+    assert_eq!(ran.len(), 20);
+    assert!(ran.values().all(|n| *n == 1));
+    worker.shutdown(Duration::from_secs(10)).await.unwrap();
+    producer.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+both!(a_second_instance_runs_what_the_first_enqueued);
