@@ -38,6 +38,9 @@ pub enum StoreErrorKind {
 pub struct StoreError {
     kind: StoreErrorKind,
     source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    /// What to show instead of the source's own `Display`, where that says
+    /// too little (tokio-postgres shows a server error as "db error").
+    message: Option<String>,
 }
 
 impl StoreError {
@@ -51,7 +54,8 @@ impl StoreError {
     pub(crate) fn repeat(&self) -> StoreError {
         StoreError {
             kind: self.kind,
-            source: self.source.to_string().into(),
+            source: self.to_string().into(),
+            message: None,
         }
     }
 
@@ -63,7 +67,10 @@ impl StoreError {
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.source, f)
+        match &self.message {
+            Some(message) => f.write_str(message),
+            None => fmt::Display::fmt(&self.source, f),
+        }
     }
 }
 
@@ -88,6 +95,7 @@ impl From<rusqlite::Error> for StoreError {
         StoreError {
             kind,
             source: Box::new(e),
+            message: None,
         }
     }
 }
@@ -97,6 +105,7 @@ impl From<r2d2::Error> for StoreError {
         StoreError {
             kind: StoreErrorKind::Other,
             source: Box::new(e),
+            message: None,
         }
     }
 }
@@ -126,9 +135,14 @@ impl From<tokio_postgres::Error> for StoreError {
             // No SQL state: the connection itself failed or closed.
             None => StoreErrorKind::Unavailable,
         };
+        let message = match e.as_db_error() {
+            Some(db) => Some(format!("{}: {} ({})", db.severity(), db.message(), db.code().code())),
+            None => std::error::Error::source(&e).map(|cause| format!("{e}: {cause}")),
+        };
         StoreError {
             kind,
             source: Box::new(e),
+            message,
         }
     }
 }
@@ -140,6 +154,7 @@ impl From<deadpool_postgres::PoolError> for StoreError {
             other => StoreError {
                 kind: StoreErrorKind::Unavailable,
                 source: Box::new(other),
+                message: None,
             },
         }
     }
@@ -150,6 +165,7 @@ impl From<std::io::Error> for StoreError {
         StoreError {
             kind: StoreErrorKind::Other,
             source: Box::new(e),
+            message: None,
         }
     }
 }

@@ -258,3 +258,96 @@ async fn a_second_instance_runs_what_the_first_enqueued(backend: Backend) {
     producer.shutdown(Duration::from_secs(10)).await.unwrap();
 }
 both!(a_second_instance_runs_what_the_first_enqueued);
+
+/// On PostgreSQL a job enqueued by one instance wakes another at once
+/// (`NOTIFY` at the enqueue's commit, `LISTEN` on each instance): the
+/// worker here polls only once an hour, so without the notification the
+/// job would wait an hour and the test would time out.
+#[actix_rt::test]
+async fn postgres_enqueue_on_one_instance_wakes_another() {
+    let store = TestStore::new(Backend::Postgres);
+    let runs = Arc::new(Runs::default());
+    let worker = store
+        .apply(Errands::builder())
+        .register::<Work>()
+        .data(runs.clone())
+        .poll_interval(Duration::from_secs(3600))
+        .start()
+        .await
+        .unwrap();
+    let mut events = worker.subscribe();
+    let producer = store.apply(Errands::builder()).start().await.unwrap();
+    for n in 0..5 {
+        let id = producer.enqueue(Work { n, fail: 0 }).await.unwrap();
+        let event = common::wait_for(&mut events, |e| matches!(e, Event::Completed { .. })).await;
+        assert_eq!(event.id(), id);
+    }
+    producer.shutdown(Duration::from_secs(10)).await.unwrap();
+    worker.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+/// Bad PostgreSQL settings are clear errors from `start()`, not hangs.
+#[actix_rt::test]
+async fn postgres_connection_problems_are_clear_errors() {
+    let refused = Errands::builder()
+        .postgres_options(
+            errands::PostgresOptions::new("postgres://postgres@127.0.0.1:1/test")
+                .connect_timeout(Duration::from_secs(2)),
+        )
+        .start()
+        .await;
+    match refused {
+        Err(errands::Error::Connect { target, source }) => {
+            assert_eq!(target, "127.0.0.1:1/test");
+            assert_eq!(source.kind(), errands::StoreErrorKind::Unavailable);
+        }
+        other => panic!("expected a connect error, got {:?}", other.err()),
+    }
+    let url = format!("{}_no_such_database", common::pg_url());
+    match Errands::builder().postgres(url).start().await {
+        Err(errands::Error::Connect { source, .. }) => {
+            assert_eq!(source.kind(), errands::StoreErrorKind::Refused);
+            assert!(source.to_string().contains("does not exist"), "{source}");
+        }
+        other => panic!("expected a connect error, got {:?}", other.err()),
+    }
+    match Errands::builder().postgres("postgres://[bad").start().await {
+        Err(errands::Error::Config(problems)) => assert!(matches!(
+            problems[..],
+            [errands::ConfigProblem::InvalidPostgresUrl { .. }]
+        )),
+        other => panic!("expected a config error, got {:?}", other.err()),
+    }
+    let bad_schema = Errands::builder()
+        .postgres_options(errands::PostgresOptions::new(common::pg_url()).schema("Jobs; DROP"))
+        .start()
+        .await;
+    assert!(matches!(
+        bad_schema.err(),
+        Some(errands::Error::Config(p)) if matches!(p[..], [errands::ConfigProblem::InvalidSchemaName { .. }])
+    ));
+}
+
+/// A schema written by a newer errands is refused, naming both versions.
+#[actix_rt::test]
+async fn postgres_refuses_a_newer_schema() {
+    let store = TestStore::new(Backend::Postgres);
+    let first = store.apply(Errands::builder()).start().await.unwrap();
+    first.shutdown(Duration::from_secs(10)).await.unwrap();
+    let (client, connection) =
+        errands::tokio_postgres::connect(&common::pg_url(), errands::tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    actix_rt::spawn(connection);
+    client
+        .batch_execute(&format!("UPDATE {}.version SET version = 99", store.schema))
+        .await
+        .unwrap();
+    match store.apply(Errands::builder()).start().await {
+        Err(errands::Error::SchemaTooNew { found, supported }) => {
+            assert_eq!(found, 99);
+            assert!(supported < 99);
+        }
+        other => panic!("expected SchemaTooNew, got {:?}", other.err()),
+    }
+}
