@@ -214,15 +214,20 @@ pub fn run() {
     )));
     actix_rt::System::new().block_on(async move {
         let committed_ledger = ledger.clone();
-        let mut builder = Errands::builder()
-            .sqlite(&db)
+        let builder = match std::env::var("ERRANDS_PG_SCHEMA") {
+            Ok(schema) => Errands::builder().postgres_options(
+                errands::PostgresOptions::new(crate::common::pg_url()).schema(schema),
+            ),
+            Err(_) => Errands::builder().sqlite(&db),
+        };
+        let mut builder = builder
             .event_capacity(1 << 16)
             .data(ledger)
             .data(WorkMs(work_ms))
             .poll_interval(poll)
             // Recovery of a killed predecessor must happen at start, not on
             // this (deliberately hour-long) timer.
-            .recovery_interval(Duration::from_secs(3600));
+            .recovery_interval(Duration::from_millis(env_num("RECOVERY_MS", 3_600_000)));
         if std::env::var_os("NO_WORKERS").is_none() {
             builder = builder
                 .register_with::<Work>(

@@ -3,8 +3,11 @@
 //! This binary is both the test runner and, when started with
 //! `ERRANDS_TEST_CHILD` set, the child application being killed.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod child;
 mod harness;
+mod postgres;
 mod resumable;
 mod torture;
 
@@ -44,6 +47,10 @@ fn main() {
         Trial::test(
             "resumable::transaction_keeps_rows_and_checkpoint_in_agreement",
             resumable::transaction_keeps_rows_and_checkpoint_in_agreement,
+        ),
+        Trial::test(
+            "postgres::a_killed_hosts_jobs_run_on_another",
+            postgres::a_killed_hosts_jobs_run_on_another,
         ),
         Trial::test(
             "torture::kill_loop_loses_nothing",
