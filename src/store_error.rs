@@ -136,7 +136,12 @@ impl From<tokio_postgres::Error> for StoreError {
             None => StoreErrorKind::Unavailable,
         };
         let message = match e.as_db_error() {
-            Some(db) => Some(format!("{}: {} ({})", db.severity(), db.message(), db.code().code())),
+            Some(db) => Some(format!(
+                "{}: {} ({})",
+                db.severity(),
+                db.message(),
+                db.code().code()
+            )),
             None => std::error::Error::source(&e).map(|cause| format!("{e}: {cause}")),
         };
         StoreError {

@@ -22,7 +22,10 @@ struct Runs(Mutex<Vec<(i64, u32)>>);
 impl Runs {
     fn of(&self, id: i64) -> Vec<u32> {
         let runs = self.0.lock().unwrap();
-        runs.iter().filter(|(i, _)| *i == id).map(|(_, a)| *a).collect()
+        runs.iter()
+            .filter(|(i, _)| *i == id)
+            .map(|(_, a)| *a)
+            .collect()
     }
 }
 
@@ -89,7 +92,13 @@ async fn every_job_runs_once(backend: Backend) {
         assert_eq!(runs.of(*id), [1], "job {id} ran once");
         assert_eq!(errands.status(*id).await.unwrap(), JobStatus::Completed);
     }
-    let pending: u64 = errands.counts().await.unwrap().iter().map(|c| c.pending()).sum();
+    let pending: u64 = errands
+        .counts()
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.pending())
+        .sum();
     assert_eq!(pending, 0);
     errands.shutdown(Duration::from_secs(10)).await.unwrap();
 }
@@ -124,7 +133,10 @@ async fn retries_then_dead_then_requeue_and_purge(backend: Backend) {
 
     errands.requeue(id).await.unwrap();
     let event = common::wait_for(&mut events, |e| e.id() == id).await;
-    assert!(matches!(event, Event::Retrying { attempt: 1, .. }), "{event:?}");
+    assert!(
+        matches!(event, Event::Retrying { attempt: 1, .. }),
+        "{event:?}"
+    );
     clock.advance(Duration::from_secs(10));
     common::wait_for(&mut events, |e| e.id() == id).await;
     clock.advance(Duration::from_secs(10));
@@ -162,7 +174,10 @@ async fn delays_and_cancel(backend: Backend) {
         JobState::Scheduled
     );
     errands.cancel(cancelled).await.unwrap();
-    assert_eq!(errands.status(cancelled).await.unwrap(), JobStatus::Cancelled);
+    assert_eq!(
+        errands.status(cancelled).await.unwrap(),
+        JobStatus::Cancelled
+    );
     assert!(matches!(
         errands.cancel(cancelled).await,
         Err(errands::Error::NotFound(_))
@@ -222,10 +237,7 @@ async fn finished_steps_are_skipped_on_retry(backend: Backend) {
     })
     .await;
     assert!(matches!(event, Event::Completed { attempt: 2, .. }));
-    assert_eq!(
-        *log.0.lock().unwrap(),
-        [("one", 1), ("two", 1), ("two", 2)]
-    );
+    assert_eq!(*log.0.lock().unwrap(), [("one", 1), ("two", 1), ("two", 2)]);
     errands.shutdown(Duration::from_secs(10)).await.unwrap();
 }
 both!(finished_steps_are_skipped_on_retry);
@@ -247,7 +259,10 @@ async fn a_second_instance_runs_what_the_first_enqueued(backend: Backend) {
     assert_eq!(counts.iter().map(|c| c.available).sum::<u64>(), 20);
     let (worker, runs) = start(&store, None).await;
     let mut events = worker.subscribe();
-    common::collect(&mut events, ids.len(), |e| matches!(e, Event::Completed { .. })).await;
+    common::collect(&mut events, ids.len(), |e| {
+        matches!(e, Event::Completed { .. })
+    })
+    .await;
     let mut ran: HashMap<i64, usize> = HashMap::new();
     for (id, _) in runs.0.lock().unwrap().iter() {
         *ran.entry(*id).or_default() += 1;

@@ -161,12 +161,12 @@ async fn a_newer_schema_is_refused_naming_both_versions() {
         Err(
             e @ Error::SchemaTooNew {
                 found: 99,
-                supported: 2,
+                supported: 3,
             },
         ) => {
             let message = e.to_string();
             assert!(
-                message.contains("99") && message.contains("(2)"),
+                message.contains("99") && message.contains("(3)"),
                 "{message}"
             );
         }

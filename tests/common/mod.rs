@@ -79,11 +79,7 @@ impl TestStore {
         TestStore {
             backend,
             db: temp_db(),
-            schema: format!(
-                "t_{}_{:08x}",
-                std::process::id(),
-                fastrand_u32()
-            ),
+            schema: format!("t_{}_{:08x}", std::process::id(), fastrand_u32()),
         }
     }
 
@@ -111,7 +107,8 @@ impl Drop for TestStore {
                     .unwrap();
                 runtime.block_on(async {
                     if let Ok((client, connection)) =
-                        errands::tokio_postgres::connect(&pg_url(), errands::tokio_postgres::NoTls).await
+                        errands::tokio_postgres::connect(&pg_url(), errands::tokio_postgres::NoTls)
+                            .await
                     {
                         tokio::spawn(connection);
                         let _ = client

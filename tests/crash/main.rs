@@ -3,9 +3,9 @@
 //! This binary is both the test runner and, when started with
 //! `ERRANDS_TEST_CHILD` set, the child application being killed.
 
+mod child;
 #[path = "../common/mod.rs"]
 mod common;
-mod child;
 mod harness;
 mod postgres;
 mod resumable;

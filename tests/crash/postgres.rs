@@ -61,7 +61,10 @@ pub fn a_killed_hosts_jobs_run_on_another() -> Result<(), Failed> {
     let done: HashSet<i64> = harness::completions(&ledger).keys().copied().collect();
     assert_eq!(done, acked, "every acknowledged job completed");
     let cut = harness::assert_no_overlap(&ledger);
-    assert_eq!(cut, 4, "the four hanging attempts were cut short and re-run");
+    assert_eq!(
+        cut, 4,
+        "the four hanging attempts were cut short and re-run"
+    );
     println!(
         "postgres kill: {} jobs, the killed host's work done elsewhere {} ms after the kill",
         acked.len(),

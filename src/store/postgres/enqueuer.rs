@@ -82,7 +82,9 @@ fn repeat(e: &Error) -> Error {
     match e {
         Error::Store(e) => Error::Store(e.repeat()),
         Error::Closed => Error::Closed,
-        other => Error::Store(crate::StoreError::from(std::io::Error::other(other.to_string()))),
+        other => Error::Store(crate::StoreError::from(std::io::Error::other(
+            other.to_string(),
+        ))),
     }
 }
 

@@ -27,11 +27,11 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 
-pub use options::{PostgresOptions, DEFAULT_PG_SCHEMA};
-pub(crate) use liveness::Wakeup;
 use liveness::Liveness;
+pub(crate) use liveness::Wakeup;
 pub(crate) use options::valid_schema_name;
 use options::ConfigSource;
+pub use options::{PostgresOptions, DEFAULT_PG_SCHEMA};
 
 use super::{DeadTarget, FinishAndClaim, FinishedAndClaimed, NewJob, Store, StoreFuture};
 use crate::error::{Error, Result};
@@ -155,10 +155,8 @@ impl PgStore {
         };
         // Connect once directly first: a refused connection, a wrong
         // password or a missing database is the server's own message.
-        let (mut client, connection) = config
-            .connect(NoTls)
-            .await
-            .map_err(|e| refused(e.into()))?;
+        let (mut client, connection) =
+            config.connect(NoTls).await.map_err(|e| refused(e.into()))?;
         let driver = tokio::spawn(connection);
         schema::migrate(&mut client, &options.schema).await?;
         drop(client);
@@ -221,9 +219,9 @@ impl PgStore {
         W: for<'t> FnOnce(
                 &'t deadpool_postgres::Transaction<'t>,
                 &'t Shared,
-            )
-                -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send + 't>>
-            + Send
+            ) -> std::pin::Pin<
+                Box<dyn std::future::Future<Output = Result<T>> + Send + 't>,
+            > + Send
             + 'static,
     {
         let shared = self.shared.clone();
@@ -295,7 +293,12 @@ impl Store for PgStore {
 
     fn recover_orphans(&self, now: i64) -> StoreFuture<usize> {
         self.in_transaction(move |tx, shared| {
-            Box::pin(writes::recover_orphans(tx, &shared.schema, &shared.owner, now))
+            Box::pin(writes::recover_orphans(
+                tx,
+                &shared.schema,
+                &shared.owner,
+                now,
+            ))
         })
     }
 
@@ -354,9 +357,7 @@ impl Store for PgStore {
 
     fn cancel(&self, id: i64) -> StoreFuture<()> {
         let now = crate::clock::system_time_to_ms(std::time::SystemTime::now());
-        self.in_transaction(move |tx, shared| {
-            Box::pin(writes::cancel(tx, &shared.schema, id, now))
-        })
+        self.in_transaction(move |tx, shared| Box::pin(writes::cancel(tx, &shared.schema, id, now)))
     }
 
     fn prune_completed(&self, before: i64) -> StoreFuture<u64> {
@@ -369,8 +370,16 @@ impl Store for PgStore {
         let now = crate::clock::system_time_to_ms(std::time::SystemTime::now());
         self.in_transaction(move |tx, shared| {
             Box::pin(async move {
-                writes::save_checkpoint(tx, &shared.schema, &shared.owner, id, attempt, &checkpoint, now)
-                    .await
+                writes::save_checkpoint(
+                    tx,
+                    &shared.schema,
+                    &shared.owner,
+                    id,
+                    attempt,
+                    &checkpoint,
+                    now,
+                )
+                .await
             })
         })
     }
@@ -378,7 +387,11 @@ impl Store for PgStore {
     fn close(&self) -> StoreFuture<()> {
         self.liveness.stop();
         self.shared.pool.close();
-        let runtime = self.runtime.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let runtime = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let task = self
             .liveness_task
             .lock()

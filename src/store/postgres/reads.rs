@@ -146,10 +146,8 @@ pub(super) async fn next_run_at(
     kinds: &[(String, String)],
     after: i64,
 ) -> Result<Option<i64>> {
-    let (queues, kinds): (Vec<&str>, Vec<&str>) = kinds
-        .iter()
-        .map(|(q, k)| (q.as_str(), k.as_str()))
-        .unzip();
+    let (queues, kinds): (Vec<&str>, Vec<&str>) =
+        kinds.iter().map(|(q, k)| (q.as_str(), k.as_str())).unzip();
     let row = client
         .query_one(
             &format!(

@@ -64,7 +64,8 @@ struct Group {
 impl Group {
     fn push(&mut self, id: i64, attempt: u32, run_at: i64, error: Option<&str>, cp: Option<&[u8]>) {
         self.ids.push(id);
-        self.attempts.push(i32::try_from(attempt).unwrap_or(i32::MAX));
+        self.attempts
+            .push(i32::try_from(attempt).unwrap_or(i32::MAX));
         self.run_at.push(run_at);
         self.errors.push(error.map(str::to_string));
         self.checkpoints.push(cp.map(<[u8]>::to_vec));
@@ -173,7 +174,14 @@ async fn claim_kind(
         let rows = tx
             .query(
                 &stmt,
-                &[&owner, &batch.queue, &request.kind, &limit, &batch.now, &start],
+                &[
+                    &owner,
+                    &batch.queue,
+                    &request.kind,
+                    &limit,
+                    &batch.now,
+                    &start,
+                ],
             )
             .await?;
         let mut claimed: Vec<(i64, ClaimedJob)> = rows
@@ -281,7 +289,14 @@ pub(super) async fn save_checkpoint(
         )
         .await?;
     if n == 0 {
-        return Err(refusal(tx, s, id, "save progress (not running in this process)", now).await);
+        return Err(refusal(
+            tx,
+            s,
+            id,
+            "save progress (not running in this process)",
+            now,
+        )
+        .await);
     }
     Ok(())
 }
@@ -298,7 +313,9 @@ pub(super) async fn requeue(
     );
     Ok(match target {
         DeadTarget::One(id) => {
-            let n = tx.execute(&format!("{set} AND id = $2"), &[&now, id]).await?;
+            let n = tx
+                .execute(&format!("{set} AND id = $2"), &[&now, id])
+                .await?;
             if n == 0 {
                 return Err(refusal(tx, s, *id, "requeue", now).await);
             }

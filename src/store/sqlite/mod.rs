@@ -29,9 +29,7 @@ use rusqlite::{Connection, OpenFlags};
 pub use options::{SqliteOptions, Synchronous};
 use writer::Writer;
 
-use super::{
-    DeadTarget, FinishAndClaim, FinishedAndClaimed, NewJob, Store, StoreFuture,
-};
+use super::{DeadTarget, FinishAndClaim, FinishedAndClaimed, NewJob, Store, StoreFuture};
 use crate::error::{Error, Result};
 use crate::inspect::{Counts, JobInfo, JobStatus};
 
