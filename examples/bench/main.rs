@@ -12,6 +12,7 @@
 mod baseline;
 mod counts;
 mod cpu;
+mod postgres;
 mod scenarios;
 
 use std::time::Instant;
@@ -38,6 +39,9 @@ pub struct Args {
     /// Skip the second pass with synchronous=FULL.
     #[arg(long)]
     no_full: bool,
+    /// Skip the PostgreSQL scenarios (they need a server at ERRANDS_PG_URL).
+    #[arg(long)]
+    no_postgres: bool,
 }
 
 /// What every scenario needs to know.
@@ -353,6 +357,56 @@ pub fn main_entry() {
             round2(enqueue_full / enqueue_full_base).into(),
         );
     }
+    let mut pg = serde_json::Map::new();
+    if !args.no_postgres {
+        let (drain_n, enqueue_n, raw_enqueue_n, latency_n) = if args.quick {
+            (5_000, 2_000, 1_000, 100)
+        } else {
+            (100_000, 20_000, 10_000, 1_000)
+        };
+        let pg_drain = system.block_on(postgres::drain(drain_n, args.concurrency));
+        let pg_drain_base = system.block_on(postgres::raw_drain(drain_n));
+        table.row(
+            &format!("PostgreSQL: drain {drain_n} jobs"),
+            rate(pg_drain),
+            format!("{} (raw PG)", rate(pg_drain_base)),
+            format!("{:.2}x", pg_drain / pg_drain_base),
+        );
+        let pg_enqueue = system.block_on(postgres::enqueue_single(enqueue_n));
+        let pg_enqueue_base = system.block_on(postgres::raw_enqueue_single(raw_enqueue_n));
+        table.row(
+            "PostgreSQL: enqueue 1 job/call, 16 producers",
+            rate(pg_enqueue),
+            format!("{} (raw PG)", rate(pg_enqueue_base)),
+            format!("{:.2}x", pg_enqueue / pg_enqueue_base),
+        );
+        let mut delays = system.block_on(postgres::cross_instance_latency(latency_n));
+        let (pg_p50, pg_p99) = (percentile(&mut delays, 0.50), percentile(&mut delays, 0.99));
+        table.row(
+            "PostgreSQL: enqueue on one instance → start on another",
+            format!("p50 {:.2} ms", pg_p50 / 1000.0),
+            format!("p99 {:.2} ms", pg_p99 / 1000.0),
+            "-".into(),
+        );
+        pg.insert("pg_drain_jobs_s".into(), pg_drain.round().into());
+        pg.insert(
+            "pg_drain_ratio".into(),
+            round2(pg_drain / pg_drain_base).into(),
+        );
+        pg.insert("pg_enqueue_jobs_s".into(), pg_enqueue.round().into());
+        pg.insert(
+            "pg_enqueue_ratio".into(),
+            round2(pg_enqueue / pg_enqueue_base).into(),
+        );
+        pg.insert(
+            "pg_cross_start_p50_ms".into(),
+            round2(pg_p50 / 1000.0).into(),
+        );
+        pg.insert(
+            "pg_cross_start_p99_ms".into(),
+            round2(pg_p99 / 1000.0).into(),
+        );
+    }
     println!("  (total {:.0} s)", began.elapsed().as_secs_f64());
 
     let mut json = serde_json::json!({
@@ -375,6 +429,7 @@ pub fn main_entry() {
         "counts_scan_ms_1m": round2(counts_scan_ms),
     });
     json.as_object_mut().unwrap().extend(full);
+    json.as_object_mut().unwrap().extend(pg);
     println!("{json}");
     if !limits_held {
         std::process::exit(1);
