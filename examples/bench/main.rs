@@ -42,6 +42,9 @@ pub struct Args {
     /// Skip the PostgreSQL scenarios (they need a server at ERRANDS_PG_URL).
     #[arg(long)]
     no_postgres: bool,
+    /// Jobs in the PostgreSQL drain (default 100,000; quick 5,000).
+    #[arg(long)]
+    pg_jobs: Option<usize>,
 }
 
 /// What every scenario needs to know.
@@ -364,6 +367,7 @@ pub fn main_entry() {
         } else {
             (100_000, 20_000, 10_000, 1_000)
         };
+        let drain_n = args.pg_jobs.unwrap_or(drain_n);
         let pg_drain = system.block_on(postgres::drain(drain_n, args.concurrency));
         let pg_drain_base = system.block_on(postgres::raw_drain(drain_n));
         table.row(

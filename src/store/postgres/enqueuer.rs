@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::store::NewJob;
 
 /// Committer tasks: one gathers while another commits.
-const COMMITTERS: usize = 3;
+const COMMITTERS: usize = 4;
 /// The most rows one group inserts.
 const MAX_GROUP_ROWS: usize = 4096;
 
@@ -113,16 +113,6 @@ async fn insert(shared: &Shared, jobs: &[&NewJob]) -> Result<Vec<i64>> {
         .collect();
     let run_at: Vec<i64> = jobs.iter().map(|j| j.run_at).collect();
     let created: Vec<i64> = jobs.iter().map(|j| j.created_at).collect();
-    let rows = tx
-        .query(
-            &stmt,
-            &[&queues, &kinds, &payloads, &max, &run_at, &created],
-        )
-        .await?;
-    // Ids come from one sequence in insertion order; RETURNING's order is
-    // not promised, so sort them back.
-    let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-    ids.sort_unstable();
     let mut earliest: BTreeMap<&str, i64> = BTreeMap::new();
     for job in jobs {
         let e = earliest.entry(job.queue).or_insert(job.run_at);
@@ -132,11 +122,19 @@ async fn insert(shared: &Shared, jobs: &[&NewJob]) -> Result<Vec<i64>> {
         .iter()
         .map(|(queue, at)| format!("{queue} {at}"))
         .collect();
-    tx.execute(
-        "SELECT pg_notify($1, $2)",
-        &[&channel(s), &payload.join("\n")],
-    )
-    .await?;
+    let (channel, payload) = (channel(s), payload.join("\n"));
+    // Both statements in one round trip (tokio-postgres pipelines them).
+    let insert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+        [&queues, &kinds, &payloads, &max, &run_at, &created];
+    let notify_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&channel, &payload];
+    let (rows, _) = tokio::try_join!(
+        tx.query(&stmt, &insert_params),
+        tx.execute("SELECT pg_notify($1, $2)", &notify_params),
+    )?;
+    // Ids come from one sequence in insertion order; RETURNING's order is
+    // not promised, so sort them back.
+    let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    ids.sort_unstable();
     tx.commit().await?;
     Ok(ids)
 }

@@ -100,6 +100,14 @@ pub(crate) fn parse_config(options: &PostgresOptions) -> Result<tokio_postgres::
     if config.get_application_name().is_none() {
         config.application_name("errands");
     }
+    // Plan every claim for its own bound values: after five runs PostgreSQL
+    // may switch a prepared statement to a generic plan, which for the
+    // claim's `run_at <= $5 … LIMIT $4` can be a scan of the whole table.
+    let options = match config.get_options() {
+        Some(given) => format!("{given} -c plan_cache_mode=force_custom_plan"),
+        None => "-c plan_cache_mode=force_custom_plan".to_string(),
+    };
+    config.options(options);
     Ok(config)
 }
 
