@@ -82,6 +82,13 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// attempt).
     fn save_checkpoint(&self, id: i64, attempt: u32, checkpoint: Vec<u8>) -> StoreFuture<()>;
 
+    /// How many finish-and-claim rounds one dispatcher may keep in flight.
+    /// SQLite commits on one writer thread, so two keep it busy; a server
+    /// runs rounds side by side on several connections.
+    fn rounds_in_flight(&self) -> usize {
+        2
+    }
+
     /// Marks this process as gone: its lock is released so that others may
     /// recover anything it still holds, and the database is left
     /// self-contained (SQLite: the WAL checkpointed into the file and the

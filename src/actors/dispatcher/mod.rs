@@ -42,7 +42,8 @@ use crate::engine::Engine;
 use crate::error::Result;
 use crate::store::{Claim, ClaimedJob, FinishAndClaim, FinishedAndClaimed, Outcome};
 
-/// Finish-and-claim requests one dispatcher keeps in flight at most.
+/// Finish-and-claim requests one dispatcher keeps in flight at most, unless
+/// the store asks for more ([`Store::rounds_in_flight`](crate::store::Store)).
 ///
 /// With one, the writer sat idle from each commit until the dispatcher had
 /// handled the answer and sent the next request (measured: 8% of the
@@ -130,7 +131,8 @@ impl Dispatcher {
     /// Sends finish-and-claim requests while there is work and fewer than
     /// [`MAX_IN_FLIGHT`] are out.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        while self.in_flight < MAX_IN_FLIGHT && !self.paused {
+        let most = self.shared.store.rounds_in_flight().max(MAX_IN_FLIGHT);
+        while self.in_flight < most && !self.paused {
             if !self.send_request(ctx) {
                 break;
             }

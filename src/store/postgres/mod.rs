@@ -38,6 +38,12 @@ use crate::error::{Error, Result};
 use crate::inspect::{Counts, JobInfo, JobStatus};
 use crate::store_error::StoreError;
 
+/// Finish-and-claim rounds a dispatcher keeps in flight on PostgreSQL,
+/// each on its own connection: a round is a few round trips and a commit,
+/// and the server runs them side by side (`SKIP LOCKED` keeps their claims
+/// apart).
+const ROUNDS_IN_FLIGHT: usize = 4;
+
 /// What every task of the store shares.
 pub(crate) struct Shared {
     pool: Pool,
@@ -273,6 +279,10 @@ impl PgStore {
 }
 
 impl Store for PgStore {
+    fn rounds_in_flight(&self) -> usize {
+        ROUNDS_IN_FLIGHT
+    }
+
     fn enqueue(&self, jobs: Vec<NewJob>) -> StoreFuture<Vec<i64>> {
         let (reply, answer) = oneshot::channel();
         let sent = self.enqueue.send(enqueuer::Request { jobs, reply });

@@ -30,9 +30,18 @@ pub(super) async fn finish_and_claim(
     // Every statement of the round is sent at once (tokio-postgres pipelines
     // queries polled together, and runs them in the order sent): marks,
     // then outcomes, then claims, in one round trip instead of one each.
+    // A job whose outcome is in this same round needs no mark: the outcome
+    // replaces the row anyway, and on PostgreSQL every UPDATE writes a new
+    // row version (no counters to keep here, unlike SQLite).
+    let finished: std::collections::HashSet<i64> = batch.finished.iter().map(|f| f.id).collect();
+    let ids: Vec<i64> = batch
+        .started
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| !finished.contains(id))
+        .collect();
     let marks = async {
-        if !batch.started.is_empty() {
-            let ids: Vec<i64> = batch.started.iter().map(|(id, _)| *id).collect();
+        if !ids.is_empty() {
             tx.execute(
                 &format!(
                     "UPDATE {s}.jobs SET started_at = $3
