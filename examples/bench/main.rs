@@ -377,12 +377,19 @@ pub fn main_entry() {
             format!("{:.2}x", pg_drain / pg_drain_base),
         );
         let pg_enqueue = system.block_on(postgres::enqueue_single(enqueue_n));
-        let pg_enqueue_base = system.block_on(postgres::raw_enqueue_single(raw_enqueue_n));
+        let pg_enqueue_base = system.block_on(postgres::raw_enqueue_single(raw_enqueue_n, true));
+        let pg_enqueue_bare = system.block_on(postgres::raw_enqueue_single(raw_enqueue_n, false));
         table.row(
             "PostgreSQL: enqueue 1 job/call, 16 producers",
             rate(pg_enqueue),
-            format!("{} (raw PG)", rate(pg_enqueue_base)),
+            format!("{} (raw PG + NOTIFY)", rate(pg_enqueue_base)),
             format!("{:.2}x", pg_enqueue / pg_enqueue_base),
+        );
+        table.row(
+            "  the same beside raw inserts that notify nobody",
+            rate(pg_enqueue),
+            format!("{} (raw PG)", rate(pg_enqueue_bare)),
+            format!("{:.2}x", pg_enqueue / pg_enqueue_bare),
         );
         let mut delays = system.block_on(postgres::cross_instance_latency(latency_n));
         let (pg_p50, pg_p99) = (percentile(&mut delays, 0.50), percentile(&mut delays, 0.99));
@@ -401,6 +408,10 @@ pub fn main_entry() {
         pg.insert(
             "pg_enqueue_ratio".into(),
             round2(pg_enqueue / pg_enqueue_base).into(),
+        );
+        pg.insert(
+            "pg_enqueue_ratio_no_notify".into(),
+            round2(pg_enqueue / pg_enqueue_bare).into(),
         );
         pg.insert(
             "pg_cross_start_p50_ms".into(),

@@ -191,8 +191,11 @@ pub async fn enqueue_single(n: usize) -> f64 {
     rate
 }
 
-/// Raw: 16 connections, each inserting one row per autocommit statement.
-pub async fn raw_enqueue_single(n: usize) -> f64 {
+/// Raw: 16 connections, each inserting one row per commit; with `notify`,
+/// each transaction also sends the `NOTIFY` that wakes other hosts (the
+/// same work errands does per enqueue; without it, rows no other host
+/// hears about until it polls).
+pub async fn raw_enqueue_single(n: usize, notify: bool) -> f64 {
     let schema = "errands_bench_raw_enqueue";
     fresh(schema).await;
     connect()
@@ -219,9 +222,20 @@ pub async fn raw_enqueue_single(n: usize) -> f64 {
                 ))
                 .await
                 .unwrap();
+            let channel = format!("{schema}_jobs");
+            let mut client = client;
             for i in 0..n / 16 {
                 let payload: &[u8] = &[1, 0];
-                client.query_one(&insert, &[&payload, &(i as i64)]).await.unwrap();
+                if notify {
+                    let tx = client.transaction().await.unwrap();
+                    tx.query_one(&insert, &[&payload, &(i as i64)]).await.unwrap();
+                    tx.execute("SELECT pg_notify($1, 'default 0')", &[&channel])
+                        .await
+                        .unwrap();
+                    tx.commit().await.unwrap();
+                } else {
+                    client.query_one(&insert, &[&payload, &(i as i64)]).await.unwrap();
+                }
             }
         }));
     }
