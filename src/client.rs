@@ -25,10 +25,20 @@ use crate::job::Job;
 use crate::store::{DeadTarget, NewJob};
 
 /// When an enqueued job is due, for waking its dispatcher or the scheduler.
-struct Announced {
+pub(crate) struct Announced {
     queue: &'static str,
     kind: &'static str,
     run_at: i64,
+}
+
+impl From<&NewJob> for Announced {
+    fn from(job: &NewJob) -> Self {
+        Announced {
+            queue: job.queue,
+            kind: job.kind,
+            run_at: job.run_at,
+        }
+    }
 }
 
 /// What the handle knows about a kind registered in this process.
@@ -110,7 +120,12 @@ impl Errands {
         }
     }
 
-    fn check_open(&self) -> Result<()> {
+    /// The engine behind this handle.
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.shared
+    }
+
+    pub(crate) fn check_open(&self) -> Result<()> {
         if self.inner.shared.is_closing() {
             Err(Error::Closed)
         } else {
@@ -119,11 +134,16 @@ impl Errands {
     }
 
     /// The current time by the configured clock, in ms since the epoch.
-    fn now(&self) -> i64 {
+    pub(crate) fn now(&self) -> i64 {
         self.inner.shared.clock.now_ms()
     }
 
-    fn new_job<J: Job>(&self, job: &J, options: &EnqueueOptions, now: i64) -> Result<NewJob> {
+    pub(crate) fn new_job<J: Job>(
+        &self,
+        job: &J,
+        options: &EnqueueOptions,
+        now: i64,
+    ) -> Result<NewJob> {
         if J::KIND.is_empty() {
             return Err(Error::Config(vec![ConfigProblem::EmptyKind {
                 type_name: std::any::type_name::<J>(),
@@ -175,7 +195,7 @@ impl Errands {
 
     /// After a commit: wake the dispatchers of due jobs, tell the scheduler
     /// about future ones.
-    fn announce(&self, jobs: &[Announced], now: i64) {
+    pub(crate) fn announce(&self, jobs: &[Announced], now: i64) {
         let mut woken: Vec<(&'static str, &'static str)> = Vec::new();
         let mut next: Option<i64> = None;
         for job in jobs {
@@ -242,14 +262,7 @@ impl Errands {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let announce: Vec<Announced> = rows
-            .iter()
-            .map(|r| Announced {
-                queue: r.queue,
-                kind: r.kind,
-                run_at: r.run_at,
-            })
-            .collect();
+        let announce: Vec<Announced> = rows.iter().map(Announced::from).collect();
         let ids = self.inner.shared.store.enqueue(rows).await?;
         self.announce(&announce, now);
         Ok(ids)

@@ -45,6 +45,26 @@ pub enum Error {
         source: StoreError,
     },
 
+    /// A transactional enqueue was given a transaction on another database
+    /// than the queue's own SQLite file: the job would not be seen.
+    #[error("the transaction is on {}, not on the queue's database", path.display())]
+    NotTheQueueDatabase {
+        /// The database the transaction's connection has open.
+        path: std::path::PathBuf,
+    },
+
+    /// The call needs the other store: `enqueue_sqlite_tx` on an instance
+    /// running on PostgreSQL, or `enqueue_pg_tx` on one running on SQLite.
+    #[error("{call} needs errands on {needs}, but this instance runs on {runs}")]
+    OtherBackend {
+        /// The call made.
+        call: &'static str,
+        /// The store it needs.
+        needs: &'static str,
+        /// The store this instance runs on.
+        runs: &'static str,
+    },
+
     /// A filesystem operation (creating the database directory, the owner
     /// lock files) failed.
     #[error("file system error beside the job database: {0}")]

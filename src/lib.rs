@@ -59,6 +59,7 @@ mod signals;
 mod steps;
 mod store;
 mod store_error;
+mod transactional;
 
 pub use builder::{Builder, QueueConfig};
 pub use client::{EnqueueOptions, Errands};

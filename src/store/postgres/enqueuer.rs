@@ -142,22 +142,30 @@ fn repeat(e: &Error) -> Error {
     }
 }
 
-/// Inserts the rows with one statement, which commits on its own
-/// (autocommit: one round trip, no `BEGIN`/`COMMIT` of its own). Answers
-/// the ids in the order of `jobs`.
-async fn insert(shared: &Shared, jobs: &[&NewJob]) -> Result<Vec<i64>> {
-    let client = shared.client().await?;
-    let s = &shared.schema;
-    let stmt = client
-        .prepare_cached(&format!(
-            "INSERT INTO {s}.jobs (queue, kind, state, payload, max_attempts, run_at, created_at)
-             SELECT q, k, 'available', p, m, r, c
-               FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int4[], $5::int8[], $6::int8[])
-                    WITH ORDINALITY AS t(q, k, p, m, r, c, n)
-              ORDER BY n
-             RETURNING id"
-        ))
-        .await?;
+/// The insert every enqueue runs: all the rows of a group in one
+/// statement, in order.
+pub(super) fn insert_sql(schema: &str) -> String {
+    format!(
+        "INSERT INTO {schema}.jobs (queue, kind, state, payload, max_attempts, run_at, created_at)
+         SELECT q, k, 'available', p, m, r, c
+           FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int4[], $5::int8[], $6::int8[])
+                WITH ORDINALITY AS t(q, k, p, m, r, c, n)
+          ORDER BY n
+         RETURNING id"
+    )
+}
+
+/// Runs the insert (`statement` is [`insert_sql`], prepared or not) on
+/// `client`. Answers the ids in the order of `jobs`.
+pub(super) async fn insert_with<C, S>(
+    client: &C,
+    statement: &S,
+    jobs: &[&NewJob],
+) -> Result<Vec<i64>>
+where
+    C: tokio_postgres::GenericClient,
+    S: tokio_postgres::ToStatement + Sync + Send + ?Sized,
+{
     let queues: Vec<&str> = jobs.iter().map(|j| j.queue).collect();
     let kinds: Vec<&str> = jobs.iter().map(|j| j.kind).collect();
     let payloads: Vec<&[u8]> = jobs.iter().map(|j| j.payload.as_slice()).collect();
@@ -169,7 +177,7 @@ async fn insert(shared: &Shared, jobs: &[&NewJob]) -> Result<Vec<i64>> {
     let created: Vec<i64> = jobs.iter().map(|j| j.created_at).collect();
     let rows = client
         .query(
-            &stmt,
+            statement,
             &[&queues, &kinds, &payloads, &max, &run_at, &created],
         )
         .await?;
@@ -178,4 +186,12 @@ async fn insert(shared: &Shared, jobs: &[&NewJob]) -> Result<Vec<i64>> {
     let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
     ids.sort_unstable();
     Ok(ids)
+}
+
+/// Inserts the rows with one statement, which commits on its own
+/// (autocommit: one round trip, no `BEGIN`/`COMMIT` of its own).
+async fn insert(shared: &Shared, jobs: &[&NewJob]) -> Result<Vec<i64>> {
+    let client = shared.client().await?;
+    let stmt = client.prepare_cached(&insert_sql(&shared.schema)).await?;
+    insert_with(&**client, &stmt, jobs).await
 }

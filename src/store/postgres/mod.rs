@@ -248,6 +248,35 @@ impl PgStore {
         })
     }
 
+    /// Inserts jobs inside the application's own transaction
+    /// (`Errands::enqueue_pg_tx`), with the `NOTIFY` that wakes every
+    /// instance (this one too) once that transaction commits; a rollback
+    /// takes both back.
+    pub(crate) async fn insert_in_tx(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        jobs: &[NewJob],
+    ) -> Result<Vec<i64>> {
+        let s = &self.shared.schema;
+        let jobs: Vec<&NewJob> = jobs.iter().collect();
+        let ids = enqueuer::insert_with(tx, enqueuer::insert_sql(s).as_str(), &jobs).await?;
+        let mut earliest: std::collections::BTreeMap<&str, i64> = Default::default();
+        for job in &jobs {
+            let at = earliest.entry(job.queue).or_insert(job.run_at);
+            *at = (*at).min(job.run_at);
+        }
+        let payload: Vec<String> = earliest
+            .iter()
+            .map(|(queue, at)| format!("{queue} {at}"))
+            .collect();
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&liveness::channel(s), &payload.join("\n")],
+        )
+        .await?;
+        Ok(ids)
+    }
+
     /// Runs the application's `work` and saves a running job's progress in
     /// one PostgreSQL transaction (`ctx.pg_transaction`), refused unless
     /// this process still owns that attempt. `work` runs on the caller's
@@ -275,6 +304,23 @@ impl PgStore {
         writes::save_checkpoint(&tx, s, &self.shared.owner, id, attempt, &checkpoint, now).await?;
         tx.commit().await?;
         Ok(value)
+    }
+}
+
+impl Drop for PgStore {
+    /// A store dropped without `close` (the handle dropped during a panic,
+    /// say) must not drop its runtime in place: inside an async context
+    /// that panics. Its tasks end in the background; the liveness
+    /// connection closes with them, and others recover this owner's jobs.
+    fn drop(&mut self) {
+        let runtime = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(runtime) = runtime {
+            runtime.shutdown_background();
+        }
     }
 }
 

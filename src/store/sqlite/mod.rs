@@ -39,6 +39,8 @@ pub(crate) struct SqliteStore {
     pool: Pool<SqliteConnectionManager>,
     owner: Arc<str>,
     lock_dir: PathBuf,
+    /// The database file's canonical path.
+    canonical: PathBuf,
     /// This owner's liveness lock; `None` once closed.
     lock: Arc<Mutex<Option<owners::OwnerLock>>>,
     retain_completed: bool,
@@ -47,6 +49,23 @@ pub(crate) struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Inserts jobs with the application's own connection, inside its
+    /// transaction (`Errands::enqueue_sqlite_tx`), refused unless that
+    /// connection is on this store's file.
+    pub(crate) fn insert_in(&self, conn: &Connection, jobs: &[NewJob]) -> Result<Vec<i64>> {
+        let same = conn
+            .path()
+            .filter(|p| !p.is_empty())
+            .and_then(|p| std::fs::canonicalize(p).ok())
+            .is_some_and(|p| p == self.canonical);
+        if !same {
+            return Err(Error::NotTheQueueDatabase {
+                path: conn.path().unwrap_or("").into(),
+            });
+        }
+        writes::insert_jobs(conn, jobs)
+    }
+
     /// Runs the application's `work` and saves a running job's progress in
     /// one transaction (`ctx.transaction`), refused unless this process
     /// still owns that attempt. `work` runs on the writer thread, inside
@@ -92,6 +111,7 @@ impl SqliteStore {
         schema::migrate(&conn)?;
 
         let lock_dir = owners::lock_dir(&path)?;
+        let canonical = std::fs::canonicalize(&path)?;
         let owner = crate::store::new_owner_id();
         let lock = owners::OwnerLock::acquire(&lock_dir, &owner)?;
 
@@ -118,6 +138,7 @@ impl SqliteStore {
             pool,
             owner: owner.into(),
             lock_dir,
+            canonical,
             lock: Arc::new(Mutex::new(Some(lock))),
             retain_completed,
             checkpointer: Mutex::new(Some(checkpointer)),
