@@ -170,9 +170,14 @@ impl Builder {
         if config.concurrency == 0 {
             self.problems.push(ConfigProblem::ZeroConcurrency { kind });
         }
+        if config.global_concurrency == Some(0) {
+            self.problems
+                .push(ConfigProblem::ZeroGlobalConcurrency { kind });
+        }
         for (setting, value) in [
             ("concurrency", config.concurrency),
             ("prefetch", config.prefetch.unwrap_or(0)),
+            ("global_concurrency", config.global_concurrency.unwrap_or(0)),
         ] {
             if value > MAX_CONCURRENCY {
                 self.problems.push(ConfigProblem::TooManySlots {

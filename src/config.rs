@@ -107,6 +107,7 @@ pub struct JobConfig {
     pub(crate) backoff: Backoff,
     pub(crate) timeout: Option<Duration>,
     pub(crate) prefetch: Option<usize>,
+    pub(crate) global_concurrency: Option<usize>,
 }
 
 impl Default for JobConfig {
@@ -117,6 +118,7 @@ impl Default for JobConfig {
             backoff: Backoff::default(),
             timeout: None,
             prefetch: None,
+            global_concurrency: None,
         }
     }
 }
@@ -169,9 +171,39 @@ impl JobConfig {
         self
     }
 
+    /// At most this many jobs of the type run at once across *every*
+    /// instance sharing the database (≥ 1), on top of each instance's own
+    /// [`JobConfig::concurrency`]. Enforced inside each claim's
+    /// transaction, which counts the kind's claimed rows (on PostgreSQL
+    /// under a per-kind transaction advisory lock, so two hosts cannot
+    /// both take the last slot). A kind with a global limit claims no jobs
+    /// ahead by default: a claimed job holds a global slot, so prefetching
+    /// on one host would starve the others.
+    ///
+    /// ```
+    /// use errands::JobConfig;
+    /// // Four per process, but never more than six across the fleet: the
+    /// // partner's API allows six connections.
+    /// let config = JobConfig::new().concurrency(4).global_concurrency(6);
+    /// assert_eq!(config.global_concurrency_limit(), Some(6));
+    /// assert_eq!(config.prefetch_limit(), 0);
+    /// ```
+    pub fn global_concurrency(mut self, n: usize) -> Self {
+        self.global_concurrency = Some(n);
+        self
+    }
+
+    /// The configured global limit, if any.
+    pub fn global_concurrency_limit(&self) -> Option<usize> {
+        self.global_concurrency
+    }
+
     /// The configured prefetch (by default twice the concurrency limit, at
-    /// least [`MIN_DEFAULT_PREFETCH`]).
+    /// least [`MIN_DEFAULT_PREFETCH`]; 0 for a kind with a global limit).
     pub fn prefetch_limit(&self) -> usize {
+        if self.global_concurrency.is_some() && self.prefetch.is_none() {
+            return 0;
+        }
         self.prefetch.unwrap_or(
             self.concurrency
                 .saturating_mul(2)

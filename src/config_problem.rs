@@ -64,11 +64,17 @@ pub enum ConfigProblem {
         /// The kind.
         kind: &'static str,
     },
-    /// A kind's concurrency or prefetch is above [`MAX_CONCURRENCY`].
+    /// A kind's global concurrency is 0 (it could never run anywhere).
+    ZeroGlobalConcurrency {
+        /// The kind.
+        kind: &'static str,
+    },
+    /// A kind's concurrency, prefetch or global concurrency is above
+    /// [`MAX_CONCURRENCY`].
     TooManySlots {
         /// The kind.
         kind: &'static str,
-        /// `"concurrency"` or `"prefetch"`.
+        /// `"concurrency"`, `"prefetch"` or `"global_concurrency"`.
         setting: &'static str,
         /// The value given.
         value: usize,
@@ -142,6 +148,10 @@ impl fmt::Display for ConfigProblem {
             ConfigProblem::ZeroConcurrency { kind } => write!(
                 f,
                 "job kind `{kind}` has concurrency 0, so it could never run; use at least 1"
+            ),
+            ConfigProblem::ZeroGlobalConcurrency { kind } => write!(
+                f,
+                "job kind `{kind}` has global_concurrency 0, so it could never run; use at least 1"
             ),
             ConfigProblem::TooManySlots {
                 kind,

@@ -366,3 +366,66 @@ async fn postgres_refuses_a_newer_schema() {
         other => panic!("expected SchemaTooNew, got {:?}", other.err()),
     }
 }
+
+#[derive(Serialize, Deserialize)]
+struct Limited;
+
+/// Concurrent runs of `Limited` across every instance in this process.
+#[derive(Default)]
+struct Gauge {
+    now: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+    done: std::sync::atomic::AtomicUsize,
+    all_done: tokio::sync::Notify,
+}
+
+const LIMITED_JOBS: usize = 60;
+
+impl Job for Limited {
+    const KIND: &'static str = "limited";
+    async fn run(self, ctx: JobContext) -> JobResult {
+        use std::sync::atomic::Ordering::SeqCst;
+        let gauge = ctx.data::<Arc<Gauge>>()?;
+        let now = gauge.now.fetch_add(1, SeqCst) + 1;
+        gauge.peak.fetch_max(now, SeqCst);
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+        gauge.now.fetch_sub(1, SeqCst);
+        if gauge.done.fetch_add(1, SeqCst) + 1 == LIMITED_JOBS {
+            gauge.all_done.notify_one();
+        }
+        Ok(())
+    }
+}
+
+/// Three instances, each allowed 4 at once, share a global limit of 3:
+/// never more than 3 run at once across them, and 3 do.
+async fn a_global_limit_holds_across_instances(backend: Backend) {
+    let store = TestStore::new(backend);
+    let gauge = Arc::new(Gauge::default());
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        instances.push(
+            store
+                .apply(Errands::builder())
+                .register_with::<Limited>(JobConfig::new().concurrency(4).global_concurrency(3))
+                .data(gauge.clone())
+                .poll_interval(Duration::from_millis(100))
+                .start()
+                .await
+                .unwrap(),
+        );
+    }
+    instances[0]
+        .enqueue_many((0..LIMITED_JOBS).map(|_| Limited))
+        .await
+        .unwrap();
+    actix_rt::time::timeout(common::PATIENCE, gauge.all_done.notified())
+        .await
+        .expect("all limited jobs done");
+    let peak = gauge.peak.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(peak, 3, "the global limit was reached and never exceeded");
+    for errands in instances {
+        errands.shutdown(Duration::from_secs(10)).await.unwrap();
+    }
+}
+both!(a_global_limit_holds_across_instances);

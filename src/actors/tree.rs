@@ -65,6 +65,7 @@ pub(crate) fn start(
                 .into_iter()
                 .map(|(kind, config, start)| {
                     let (limit, prefetch) = (config.concurrency, config.prefetch_limit());
+                    let global = config.global_concurrency;
                     let worker = start(
                         queue,
                         config,
@@ -72,7 +73,7 @@ pub(crate) fn start(
                         engine.clone(),
                         &handles,
                     );
-                    KindSlots::new(kind, limit, prefetch, worker)
+                    KindSlots::new(kind, limit, prefetch, global, worker)
                 })
                 .collect();
             Dispatcher::new(queue, engine, kinds, plan.poll_interval)

@@ -37,6 +37,9 @@ pub(crate) struct Claim {
     pub kind: &'static str,
     pub n: usize,
     pub start_now: usize,
+    /// The kind's limit across every instance: the claim takes no more
+    /// than that minus the kind's rows already claimed.
+    pub global_limit: Option<usize>,
 }
 
 /// How an attempt ended, as written back to the store.

@@ -189,6 +189,7 @@ impl Dispatcher {
                     kind: k.kind,
                     n,
                     start_now,
+                    global_limit: k.global_limit,
                 }
             })
             .collect();
@@ -479,7 +480,9 @@ impl Handler<AttemptDone> for Dispatcher {
         if let Some(slots) = self.kinds.iter_mut().find(|k| k.kind == msg.kind) {
             slots.running = slots.running.saturating_sub(1);
             slots.worker.finished(msg.worker, msg.took);
-            if due_now {
+            // A finished job of a globally limited kind frees a global
+            // slot: look again even if the last claim came back short.
+            if due_now || slots.global_limit.is_some() {
                 slots.wake();
             }
             if may_start {

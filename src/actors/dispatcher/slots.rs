@@ -37,6 +37,8 @@ pub(crate) struct KindSlots {
     pub(super) maybe_ready: bool,
     /// Wakes so far; a claim remembers the count when it was sent.
     pub(super) wakes: u64,
+    /// The kind's limit across every instance on the database, if any.
+    pub(super) global_limit: Option<usize>,
 }
 
 impl KindSlots {
@@ -44,6 +46,7 @@ impl KindSlots {
         kind: &'static str,
         limit: usize,
         prefetch: usize,
+        global_limit: Option<usize>,
         worker: WorkerHandles,
     ) -> Self {
         KindSlots {
@@ -57,6 +60,7 @@ impl KindSlots {
             reserved_now: 0,
             maybe_ready: true,
             wakes: 0,
+            global_limit,
         }
     }
 
@@ -145,7 +149,7 @@ mod tests {
     }
 
     fn slots(limit: usize, prefetch: usize) -> KindSlots {
-        KindSlots::new("k", limit, prefetch, WorkerHandles::detached())
+        KindSlots::new("k", limit, prefetch, None, WorkerHandles::detached())
     }
 
     /// `running ≤ limit` and `running + buffered + reserved ≤ limit + prefetch`.

@@ -39,14 +39,21 @@ pub(crate) enum Wakeup<'a> {
 /// The engine's way to act on a [`Wakeup`]; set once the actors exist.
 pub(crate) type WakeFn = Box<dyn Fn(Wakeup<'_>) + Send + Sync>;
 
-/// This owner's advisory lock key: a stable 64-bit hash of its id (FNV-1a,
-/// the same on every host and build), offset so it cannot meet the
-/// migration lock's keys by construction of the prefix.
+/// This owner's advisory lock key.
 pub(crate) fn owner_key(owner: &str) -> i64 {
+    stable_key(&["errands owner", owner])
+}
+
+/// An advisory lock key: a 64-bit FNV-1a hash of the parts, the same on
+/// every host and build (std's hasher is neither), each part ended by a
+/// zero byte so that `("ab", "c")` and `("a", "bc")` differ.
+pub(crate) fn stable_key(parts: &[&str]) -> i64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in b"errands owner ".iter().chain(owner.as_bytes()) {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    for part in parts {
+        for byte in part.as_bytes().iter().chain(&[0]) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
     }
     hash as i64
 }

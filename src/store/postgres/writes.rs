@@ -174,8 +174,10 @@ async fn claim_kind(
     batch: &FinishAndClaim,
     request: &Claim,
 ) -> Result<Vec<ClaimedJob>> {
-    let start_now = request.start_now.min(request.n);
     let mut out = Vec::new();
+    let (n, start_now) = within_global_limit(tx, s, batch.queue, request).await?;
+    let request = &Claim { n, ..*request };
+    let start_now = start_now.min(request.n);
     let stmt = tx
         .prepare_cached(&format!(
             "UPDATE {s}.jobs j
@@ -227,6 +229,35 @@ async fn claim_kind(
         out.extend(claimed.into_iter().map(|(_, job)| job));
     }
     Ok(out)
+}
+
+/// A claim cut to what the kind's global limit leaves: the kind's claimed
+/// rows are counted under a transaction advisory lock on (schema, queue,
+/// kind), held to commit, so two hosts cannot both take the last slot.
+/// `(n, start_now)`.
+async fn within_global_limit(
+    tx: &Transaction<'_>,
+    s: &str,
+    queue: &str,
+    request: &Claim,
+) -> Result<(usize, usize)> {
+    let Some(limit) = request.global_limit else {
+        return Ok((request.n, request.start_now));
+    };
+    let key = super::liveness::stable_key(&["errands global limit", s, queue, request.kind]);
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
+        .await?;
+    let held: i64 = tx
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM {s}.jobs WHERE state = 'running' AND queue = $1 AND kind = $2"
+            ),
+            &[&queue, &request.kind],
+        )
+        .await?
+        .get(0);
+    let free = limit.saturating_sub(usize::try_from(held).unwrap_or(usize::MAX));
+    Ok((request.n.min(free), request.start_now.min(free)))
 }
 
 /// Puts back the running jobs of owners that are no longer alive: an

@@ -126,6 +126,7 @@ async fn run(ops: Vec<Op>) {
                         kind: "k",
                         n,
                         start_now,
+                        global_limit: None,
                     }],
                     queue: "q",
                     ..FinishAndClaim::default()

@@ -219,7 +219,9 @@ fn claim(
     request: &Claim,
     out: &mut Vec<ClaimedJob>,
 ) -> Result<(i64, i64)> {
-    let start_now = request.start_now.min(request.n);
+    let (n, start_now) = within_global_limit(conn, batch.queue, request)?;
+    let request = &Claim { n, ..*request };
+    let start_now = start_now.min(request.n);
     let mut counts = [0i64; 2];
     for (start, limit) in [(true, start_now), (false, request.n - start_now)] {
         if limit == 0 {
@@ -264,6 +266,22 @@ fn claim(
         }
     }
     Ok((counts[0], counts[1]))
+}
+
+/// A claim cut to what the kind's global limit leaves, counted inside this
+/// transaction (which holds the write lock, so no other process claims
+/// meanwhile): `(n, start_now)`.
+fn within_global_limit(conn: &Connection, queue: &str, request: &Claim) -> Result<(usize, usize)> {
+    let Some(limit) = request.global_limit else {
+        return Ok((request.n, request.start_now));
+    };
+    let held: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM errands_jobs WHERE state = 'running' AND queue = ?1 AND kind = ?2",
+        )?
+        .query_row(params![queue, request.kind], |row| row.get(0))?;
+    let free = limit.saturating_sub(usize::try_from(held).unwrap_or(usize::MAX));
+    Ok((request.n.min(free), request.start_now.min(free)))
 }
 
 /// Puts back the running jobs of every owner that is no longer alive. A job
