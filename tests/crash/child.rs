@@ -229,13 +229,15 @@ pub fn run() {
             // this (deliberately hour-long) timer.
             .recovery_interval(Duration::from_millis(env_num("RECOVERY_MS", 3_600_000)));
         if std::env::var_os("NO_WORKERS").is_none() {
+            let mut work = JobConfig::new()
+                .concurrency(concurrency)
+                .max_attempts(max_attempts)
+                .backoff(Backoff::Fixed(Duration::ZERO));
+            if let Some(global) = std::env::var("GLOBAL").ok().and_then(|g| g.parse().ok()) {
+                work = work.global_concurrency(global);
+            }
             builder = builder
-                .register_with::<Work>(
-                    JobConfig::new()
-                        .concurrency(concurrency)
-                        .max_attempts(max_attempts)
-                        .backoff(Backoff::Fixed(Duration::ZERO)),
-                )
+                .register_with::<Work>(work)
                 .register::<ThreeSteps>()
                 .register_with::<Abort>(JobConfig::new().max_attempts(max_attempts))
                 .register::<CursorWalk>()

@@ -252,3 +252,92 @@ pub fn assert_nothing_runs_after_commit(ledger: &[Entry]) -> usize {
     }
     committed_at.len()
 }
+
+/// The store the children share: a SQLite file, or a PostgreSQL schema
+/// (given to the children as `ERRANDS_PG_SCHEMA`).
+pub enum Db {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl Db {
+    /// The variables a child needs to open this store, with `env`.
+    pub fn env(&self, env: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+        let mut all = env.to_vec();
+        if let Db::Postgres(schema) = self {
+            all.push(("ERRANDS_PG_SCHEMA", schema.clone()));
+        }
+        all
+    }
+
+    /// The SQLite path the children are given (unused on PostgreSQL).
+    pub fn path(&self, dir: &Path) -> PathBuf {
+        match self {
+            Db::Sqlite(path) => path.clone(),
+            Db::Postgres(_) => dir.join("unused.db"),
+        }
+    }
+
+    /// Job rows left.
+    pub fn rows_left(&self) -> i64 {
+        match self {
+            Db::Sqlite(path) => rows_left(path),
+            Db::Postgres(schema) => pg_query(&format!("SELECT count(*) FROM {schema}.jobs"))[0],
+        }
+    }
+
+    /// Ids of the jobs left dead.
+    pub fn dead_ids(&self) -> HashSet<i64> {
+        match self {
+            Db::Sqlite(path) => dead_ids(path),
+            Db::Postgres(schema) => pg_query(&format!(
+                "SELECT id FROM {schema}.jobs WHERE state = 'dead'"
+            ))
+            .into_iter()
+            .collect(),
+        }
+    }
+}
+
+/// Runs a query answering one bigint column, on a runtime of its own.
+fn pg_query(sql: &str) -> Vec<i64> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, connection) = errands::tokio_postgres::connect(
+            &crate::common::pg_url(),
+            errands::tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(connection);
+        client
+            .query(sql, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    })
+}
+
+/// The most attempts running at once across every process, from the
+/// ledger's start and end lines (attempts a kill cut short have no end and
+/// are not counted past their start).
+pub fn peak_running(ledger: &[Entry]) -> usize {
+    let mut edges: Vec<(u128, i32)> = ledger
+        .iter()
+        .filter(|e| !e.committed)
+        .map(|e| (e.nanos, if e.end { -1 } else { 1 }))
+        .collect();
+    // Ends before starts at the same instant.
+    edges.sort();
+    let (mut now, mut peak) = (0i32, 0i32);
+    for (_, step) in edges {
+        now += step;
+        peak = peak.max(now);
+    }
+    peak as usize
+}

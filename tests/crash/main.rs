@@ -61,6 +61,18 @@ fn main() {
             torture::four_processes_share_one_file,
         ),
         Trial::test(
+            "torture::postgres_four_processes_share_one_database",
+            torture::postgres_four_processes_share_one_database,
+        ),
+        Trial::test(
+            "torture::postgres_kill_loop_loses_nothing",
+            torture::postgres_kill_loop_loses_nothing,
+        ),
+        Trial::test(
+            "torture::postgres_four_processes_with_a_global_limit",
+            torture::postgres_four_processes_with_a_global_limit,
+        ),
+        Trial::test(
             "torture::read_only_database_is_a_clear_error_at_start",
             torture::read_only_database_is_a_clear_error_at_start,
         ),

@@ -88,6 +88,12 @@ pub(crate) struct Dispatcher {
     /// Jobs claimed ahead that have started since the last request; the
     /// next request marks them started (`claimed` becomes `running`).
     marks: Vec<(i64, &'static str)>,
+    /// Jobs whose start marks are in a request in flight. Their outcomes
+    /// wait for that request's answer, so that two requests in flight never
+    /// write the same row: on PostgreSQL they run side by side on separate
+    /// connections, and a mark and an outcome of two jobs in two requests
+    /// deadlocked (seen in the four-process test).
+    marking: std::collections::HashSet<i64>,
     draining: Option<Draining>,
 }
 
@@ -110,6 +116,7 @@ impl Dispatcher {
             write_backoff: None,
             isolating: false,
             marks: Vec::new(),
+            marking: std::collections::HashSet::new(),
             draining: None,
         }
     }
@@ -193,10 +200,13 @@ impl Dispatcher {
                 }
             })
             .collect();
-        if self.pending.is_empty() && claims.is_empty() && self.marks.is_empty() {
+        let (outcomes, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|p| !self.marking.contains(&p.finished.id));
+        self.pending = held;
+        if outcomes.is_empty() && claims.is_empty() && self.marks.is_empty() {
             return false;
         }
-        let outcomes = std::mem::take(&mut self.pending);
         self.send(outcomes, claims, ctx);
         true
     }
@@ -245,8 +255,12 @@ impl Dispatcher {
             now: self.shared.clock.now_ms(),
         };
         self.in_flight += 1;
+        self.marking.extend(marks.iter().map(|(id, _)| *id));
         let request = self.shared.store.finish_and_claim(batch);
         ctx.spawn(request.into_actor(self).map(move |result, act, ctx| {
+            for (id, _) in &marks {
+                act.marking.remove(id);
+            }
             if result.is_err() {
                 // Not written: they go with the next request.
                 let later = std::mem::replace(&mut act.marks, marks);
