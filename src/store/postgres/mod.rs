@@ -21,6 +21,9 @@ mod reads;
 mod schema;
 mod writes;
 
+#[cfg(test)]
+mod round_tests;
+
 use std::sync::{Arc, Mutex};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -71,6 +74,35 @@ pub(crate) struct PgStore {
     /// The liveness task, awaited at close so that the lock is gone when
     /// close returns.
     liveness_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Puts back what a round whose commit may or may not have happened
+/// claimed (see [`PgStore::finish_and_claim`]), trying until the server
+/// answers or the store closes.
+async fn release_round(shared: Arc<Shared>, token: i64) {
+    let mut delay = std::time::Duration::from_millis(50);
+    loop {
+        let released = async {
+            let client = shared.client().await?;
+            writes::release_round(&**client, &shared.schema, &shared.owner, token).await
+        }
+        .await;
+        match released {
+            Ok(0) => return,
+            Ok(n) => {
+                log::warn!(
+                    "errands: put back {n} jobs claimed by a round whose commit was cut off"
+                );
+                return;
+            }
+            Err(_) if shared.pool.is_closed() => return,
+            Err(e) => {
+                log::warn!("errands: could not yet put back a cut-off round's claims: {e}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(2));
+            }
+        }
+    }
 }
 
 /// Host, port and database of a configuration, for messages (never the
@@ -338,20 +370,41 @@ impl Store for PgStore {
         })
     }
 
+    /// One round in one transaction. If the connection dies while the
+    /// commit is on its way, whether it committed is unknown: the rows it
+    /// claimed may now be this owner's, running, with no handler that will
+    /// ever finish them. Each round's claims carry a random token, and
+    /// such a round's claims are put back (by token, not started, attempt
+    /// not counted) once the server answers again. Outcomes and marks need
+    /// nothing: the dispatcher writes them again, and a second write of an
+    /// outcome that did commit changes nothing.
     fn finish_and_claim(&self, batch: FinishAndClaim) -> StoreFuture<FinishedAndClaimed> {
         let claim = self.liveness.is_held();
-        self.in_transaction(move |tx, shared| {
-            Box::pin(async move {
-                writes::finish_and_claim(
-                    tx,
-                    &shared.schema,
-                    &shared.owner,
-                    shared.retain_completed,
-                    &batch,
-                    claim,
-                )
-                .await
-            })
+        let shared = self.shared.clone();
+        let token = fastrand::i64(..);
+        self.spawn(async move {
+            let mut client = shared.client().await?;
+            let tx = client.transaction().await?;
+            let s = &shared.schema;
+            let claims = writes::Claiming { token, claim };
+            let answer = writes::finish_and_claim(
+                &tx,
+                s,
+                &shared.owner,
+                shared.retain_completed,
+                &batch,
+                claims,
+            )
+            .await?;
+            match tx.commit().await {
+                Ok(()) => Ok(answer),
+                Err(e) => {
+                    if !answer.claimed.is_empty() {
+                        tokio::spawn(release_round(shared.clone(), token));
+                    }
+                    Err(e.into())
+                }
+            }
         })
     }
 

@@ -37,7 +37,10 @@ const MIGRATIONS: &[&str] = &[
         finished_at  bigint,
         owner        text,
         last_error   text,
-        checkpoint   bytea
+        checkpoint   bytea,
+        -- The claiming round's random token: a round whose commit was cut
+        -- off puts back what it may have claimed by this.
+        claim_token  bigint
     );
     CREATE INDEX jobs_ready ON {s}.jobs (queue, kind, run_at, id) WHERE state = 'available';
     CREATE INDEX jobs_running ON {s}.jobs (owner) WHERE state = 'running';

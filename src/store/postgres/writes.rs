@@ -16,17 +16,24 @@ use crate::error::{Error, Result};
 use crate::inspect::JobState;
 use crate::store::{Claim, ClaimedJob, DeadTarget, FinishAndClaim, FinishedAndClaimed, Outcome};
 
+/// How a round claims: whether it may (not while this instance's liveness
+/// lock is lost: it then only writes what finished), and the token its
+/// claimed rows carry.
+pub(super) struct Claiming {
+    pub token: i64,
+    pub claim: bool,
+}
+
 /// One dispatcher round in one transaction: marks, outcomes, claims.
-/// `claim` is false while this instance's liveness lock is not held: it
-/// then only writes what finished.
 pub(super) async fn finish_and_claim(
     tx: &Transaction<'_>,
     s: &str,
     owner: &str,
     retain_completed: bool,
     batch: &FinishAndClaim,
-    claim: bool,
+    claiming: Claiming,
 ) -> Result<FinishedAndClaimed> {
+    let Claiming { token, claim } = claiming;
     // Every statement of the round is sent at once (tokio-postgres pipelines
     // queries polled together, and runs them in the order sent): marks,
     // then outcomes, then claims, in one round trip instead of one each.
@@ -59,7 +66,7 @@ pub(super) async fn finish_and_claim(
             .claims
             .iter()
             .filter(|request| claim && request.n > 0)
-            .map(|request| claim_kind(tx, s, owner, batch, request)),
+            .map(|request| claim_kind(tx, s, owner, token, batch, request)),
     );
     let ((), (), claimed) = tokio::try_join!(marks, outcomes, claims)?;
     Ok(FinishedAndClaimed {
@@ -171,6 +178,7 @@ async fn claim_kind(
     tx: &Transaction<'_>,
     s: &str,
     owner: &str,
+    token: i64,
     batch: &FinishAndClaim,
     request: &Claim,
 ) -> Result<Vec<ClaimedJob>> {
@@ -182,7 +190,8 @@ async fn claim_kind(
         .prepare_cached(&format!(
             "UPDATE {s}.jobs j
                 SET state = 'running', owner = $1, attempts = j.attempts + 1,
-                    started_at = CASE WHEN $6 OR j.refunded > 0 THEN $5::int8 END
+                    started_at = CASE WHEN $6 OR j.refunded > 0 THEN $5::int8 END,
+                    claim_token = $7
                FROM (SELECT id FROM {s}.jobs
                       WHERE queue = $2 AND kind = $3 AND state = 'available' AND run_at <= $5
                       ORDER BY run_at, id LIMIT $4
@@ -207,6 +216,7 @@ async fn claim_kind(
                     &limit,
                     &batch.now,
                     &start,
+                    &token,
                 ],
             )
             .await?;
@@ -322,6 +332,26 @@ pub(super) async fn recover_orphans(
         moved += n as usize;
     }
     Ok(moved)
+}
+
+/// Puts back the jobs a round claimed (by its token) while they are still
+/// this owner's and running: none of them was handed to a handler.
+pub(super) async fn release_round(
+    client: &impl tokio_postgres::GenericClient,
+    s: &str,
+    owner: &str,
+    token: i64,
+) -> Result<u64> {
+    Ok(client
+        .execute(
+            &format!(
+                "UPDATE {s}.jobs SET state = 'available', owner = NULL, started_at = NULL,
+                        attempts = greatest(attempts - 1, 0)
+                  WHERE owner = $1 AND claim_token = $2 AND state = 'running'"
+            ),
+            &[&owner, &token],
+        )
+        .await?)
 }
 
 pub(super) async fn save_checkpoint(
