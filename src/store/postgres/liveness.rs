@@ -127,13 +127,10 @@ async fn connect(config: &tokio_postgres::Config, schema: &str, owner: &str) -> 
                 .query_one("SELECT pg_try_advisory_lock($1)", &[&owner_key(owner)])
                 .await?
                 .get(0);
-            if !taken {
-                log::error!("errands: owner {owner}'s liveness lock is held by another session");
-            }
             client
                 .batch_execute(&format!("LISTEN {}", channel(schema)))
                 .await?;
-            Ok::<_, tokio_postgres::Error>(())
+            Ok::<_, tokio_postgres::Error>(taken)
         };
         let mut setup = std::pin::pin!(setup);
         let mut messages = futures_util::stream::poll_fn(|cx| connection.poll_message(cx));
@@ -143,13 +140,21 @@ async fn connect(config: &tokio_postgres::Config, schema: &str, owner: &str) -> 
                 message = messages.next() => match message {
                     Some(Ok(_)) => {}
                     Some(Err(e)) => return Err(e.into()),
-                    None => break Ok(()),
+                    None => break Ok(false),
                 },
             }
         };
         done
     };
-    done?;
+    // After a reconnect, the server may not yet have noticed that the old
+    // session is gone, and still holds its lock: not alive yet, try again.
+    if !done? {
+        return Err(crate::Error::Store(crate::StoreError::from(
+            std::io::Error::other(format!(
+                "owner {owner}'s liveness lock is still held by its previous session"
+            )),
+        )));
+    }
     Ok((client, connection))
 }
 
