@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::{Backend, TestStore};
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,8 +89,7 @@ fn fate(i: usize) -> Fate {
     }
 }
 
-#[actix_rt::test]
-async fn panics_and_hangs_are_all_accounted_for_and_limits_hold() {
+async fn panics_and_hangs_are_all_accounted_for_and_limits_hold(backend: Backend) {
     // Thousands of expected panics: keep their messages out of the output.
     std::panic::set_hook(Box::new(|_| {}));
     let scale = if std::env::var_os("ERRANDS_TORTURE_LONG").is_some() {
@@ -97,7 +98,7 @@ async fn panics_and_hangs_are_all_accounted_for_and_limits_hold() {
         1
     };
     let jobs = 10_000 * scale;
-    let db = common::temp_db();
+    let db = TestStore::new(backend);
     let gauges = Arc::new(Gauges([Gauge::default(), Gauge::default()]));
     let config = |limit| {
         JobConfig::new()
@@ -106,8 +107,8 @@ async fn panics_and_hangs_are_all_accounted_for_and_limits_hold() {
             .backoff(Backoff::Fixed(Duration::ZERO))
             .timeout(Duration::from_millis(10))
     };
-    let errands = Errands::builder()
-        .sqlite(&db.path)
+    let errands = db
+        .apply(Errands::builder())
         .register_with::<Narrow>(config(LIMITS[0]))
         .register_with::<Wide>(config(LIMITS[1]))
         .data(gauges.clone())
@@ -197,3 +198,4 @@ async fn panics_and_hangs_are_all_accounted_for_and_limits_hold() {
         .sum::<u64>();
     assert_eq!(dead as usize, failing);
 }
+both!(panics_and_hangs_are_all_accounted_for_and_limits_hold);

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::{Backend, TestStore};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,15 +51,14 @@ async fn until(
     .expect("the state was reached")
 }
 
-#[actix_rt::test]
-async fn a_claimed_job_reads_as_claimed_until_its_handler_starts() {
-    let db = common::temp_db();
+async fn a_claimed_job_reads_as_claimed_until_its_handler_starts(backend: Backend) {
+    let db = TestStore::new(backend);
     let gate = Arc::new(Gate {
         started: Notify::new(),
         permits: Semaphore::new(0),
     });
-    let errands = Errands::builder()
-        .sqlite(&db.path)
+    let errands = db
+        .apply(Errands::builder())
         .register_with::<Step>(JobConfig::new().concurrency(1).prefetch(1))
         .data(gate.clone())
         .start()
@@ -82,3 +83,4 @@ async fn a_claimed_job_reads_as_claimed_until_its_handler_starts() {
     gate.permits.add_permits(1);
     errands.shutdown(common::PATIENCE).await.unwrap();
 }
+both!(a_claimed_job_reads_as_claimed_until_its_handler_starts);

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::{Backend, TestStore};
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,16 +67,15 @@ impl Job for Wide {
     }
 }
 
-#[actix_rt::test]
-async fn limits_per_kind_are_never_exceeded_and_are_reached() {
-    let db = common::temp_db();
+async fn limits_per_kind_are_never_exceeded_and_are_reached(backend: Backend) {
+    let db = TestStore::new(backend);
     let gauges = Arc::new(Gauges {
         serial: Gauge::default(),
         narrow: Gauge::default(),
         wide: Gauge::default(),
     });
-    let errands = Errands::builder()
-        .sqlite(&db.path)
+    let errands = db
+        .apply(Errands::builder())
         .register_with::<Serial>(JobConfig::new().concurrency(1))
         .register_with::<Narrow>(JobConfig::new().concurrency(3))
         .register_with::<Wide>(JobConfig::new().concurrency(17))
@@ -96,6 +97,7 @@ async fn limits_per_kind_are_never_exceeded_and_are_reached() {
     assert_eq!(gauges.wide.peak.load(Ordering::SeqCst), 17);
     assert_eq!(gauges.narrow.running.load(Ordering::SeqCst), 0);
 }
+both!(limits_per_kind_are_never_exceeded_and_are_reached);
 
 /// Records the thread each attempt ran on.
 #[derive(Serialize, Deserialize)]
@@ -120,12 +122,11 @@ impl Job for WhereAmI {
 
 /// With several handler threads, a kind's jobs spread over them (a CPU-heavy
 /// kind is not held to one core), and its limit still holds overall.
-#[actix_rt::test]
-async fn handlers_spread_over_the_worker_threads() {
-    let db = common::temp_db();
+async fn handlers_spread_over_the_worker_threads(backend: Backend) {
+    let db = TestStore::new(backend);
     let threads = Arc::new(Threads::default());
-    let errands = Errands::builder()
-        .sqlite(&db.path)
+    let errands = db
+        .apply(Errands::builder())
         .worker_threads(3)
         .register_with::<WhereAmI>(JobConfig::new().concurrency(6))
         .data(threads.clone())
@@ -141,8 +142,8 @@ async fn handlers_spread_over_the_worker_threads() {
     assert_eq!(threads.0.lock().unwrap().len(), 3, "one per worker thread");
     errands.shutdown(common::PATIENCE).await.unwrap();
 
-    let refused = Errands::builder()
-        .sqlite(&db.path)
+    let refused = db
+        .apply(Errands::builder())
         .worker_threads(0)
         .register::<WhereAmI>()
         .start()
@@ -153,3 +154,4 @@ async fn handlers_spread_over_the_worker_threads() {
             if problems == vec![errands::ConfigProblem::ZeroWorkerThreads]
     ));
 }
+both!(handlers_spread_over_the_worker_threads);

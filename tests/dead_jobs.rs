@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::{Backend, TestStore};
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -32,9 +34,8 @@ impl Job for Charge {
     }
 }
 
-async fn start(db: &common::TempDb, switch: &Arc<Switch>) -> Errands {
-    Errands::builder()
-        .sqlite(&db.path)
+async fn start(db: &TestStore, switch: &Arc<Switch>) -> Errands {
+    db.apply(Errands::builder())
         .register_with::<Charge>(JobConfig::new().max_attempts(1))
         .data(switch.clone())
         .start()
@@ -42,9 +43,8 @@ async fn start(db: &common::TempDb, switch: &Arc<Switch>) -> Errands {
         .unwrap()
 }
 
-#[actix_rt::test]
-async fn dead_jobs_are_listed_requeued_and_purged() {
-    let db = common::temp_db();
+async fn dead_jobs_are_listed_requeued_and_purged(backend: Backend) {
+    let db = TestStore::new(backend);
     let switch = Arc::new(Switch(AtomicBool::new(false)));
     let errands = start(&db, &switch).await;
     let mut events = errands.subscribe();
@@ -107,10 +107,10 @@ async fn dead_jobs_are_listed_requeued_and_purged() {
     )
     .await;
 }
+both!(dead_jobs_are_listed_requeued_and_purged);
 
-#[actix_rt::test]
-async fn purge_all_and_wrong_state_errors() {
-    let db = common::temp_db();
+async fn purge_all_and_wrong_state_errors(backend: Backend) {
+    let db = TestStore::new(backend);
     let switch = Arc::new(Switch(AtomicBool::new(false)));
     let errands = start(&db, &switch).await;
     let mut events = errands.subscribe();
@@ -140,12 +140,12 @@ async fn purge_all_and_wrong_state_errors() {
         Err(Error::NotFound(_))
     ));
 }
+both!(purge_all_and_wrong_state_errors);
 
 /// `status(id)` tells what became of a job after its row is gone:
 /// completed, cancelled, purged, or never enqueued at all.
-#[actix_rt::test]
-async fn status_tells_completed_cancelled_purged_and_unknown_apart() {
-    let db = common::temp_db();
+async fn status_tells_completed_cancelled_purged_and_unknown_apart(backend: Backend) {
+    let db = TestStore::new(backend);
     let switch = Arc::new(Switch(AtomicBool::new(true)));
     let errands = start(&db, &switch).await;
     let mut events = errands.subscribe();
@@ -179,3 +179,4 @@ async fn status_tells_completed_cancelled_purged_and_unknown_apart() {
         serde_json::json!({"status": "completed"})
     );
 }
+both!(status_tells_completed_cancelled_purged_and_unknown_apart);

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::{Backend, TestStore};
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,13 +31,12 @@ impl Job for Remux {
     }
 }
 
-#[actix_rt::test]
-async fn delayed_jobs_run_when_the_clock_reaches_run_at_and_not_before() {
-    let db = common::temp_db();
+async fn delayed_jobs_run_when_the_clock_reaches_run_at_and_not_before(backend: Backend) {
+    let db = TestStore::new(backend);
     let clock = ManualClock::new();
     let ran = Arc::new(Ran::default());
-    let errands = Errands::builder()
-        .sqlite(&db.path)
+    let errands = db
+        .apply(Errands::builder())
         .register::<Remux>()
         .clock(clock.clone())
         .data(clock.clone())
@@ -107,15 +108,14 @@ async fn delayed_jobs_run_when_the_clock_reaches_run_at_and_not_before() {
         );
     }
 }
+both!(delayed_jobs_run_when_the_clock_reaches_run_at_and_not_before);
 
-#[actix_rt::test]
-async fn a_delayed_job_survives_a_restart_and_fires_after_it() {
-    let db = common::temp_db();
+async fn a_delayed_job_survives_a_restart_and_fires_after_it(backend: Backend) {
+    let db = TestStore::new(backend);
     let clock = ManualClock::new();
     let ran = Arc::new(Ran::default());
     let start = |clock: ManualClock, ran: Arc<Ran>| {
-        Errands::builder()
-            .sqlite(&db.path)
+        db.apply(Errands::builder())
             .register::<Remux>()
             .clock(clock.clone())
             .data(clock)
@@ -137,3 +137,4 @@ async fn a_delayed_job_survives_a_restart_and_fires_after_it() {
     assert_eq!(done.id(), id);
     assert_eq!(ran.0.lock().unwrap().len(), 1);
 }
+both!(a_delayed_job_survives_a_restart_and_fires_after_it);

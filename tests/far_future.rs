@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::{Backend, TestStore};
+
 use std::time::{Duration, UNIX_EPOCH};
 
 use errands::{
@@ -30,18 +32,18 @@ impl Job for Ping {
     }
 }
 
-async fn start(db: &common::TempDb, clock: &ManualClock, config: JobConfig) -> Errands {
+async fn start(db: &TestStore, clock: &ManualClock, config: JobConfig) -> Errands {
     start_retaining(db, clock, config, None).await
 }
 
 async fn start_retaining(
-    db: &common::TempDb,
+    db: &TestStore,
     clock: &ManualClock,
     config: JobConfig,
     retain: Option<Duration>,
 ) -> Errands {
-    let builder = Errands::builder()
-        .sqlite(&db.path)
+    let builder = db
+        .apply(Errands::builder())
         .register_with::<Ping>(config)
         .clock(clock.clone());
     let builder = match retain {
@@ -51,9 +53,8 @@ async fn start_retaining(
     builder.start().await.unwrap()
 }
 
-#[actix_rt::test]
-async fn times_beyond_the_year_9999_are_refused_and_nothing_runs_early() {
-    let db = common::temp_db();
+async fn times_beyond_the_year_9999_are_refused_and_nothing_runs_early(backend: Backend) {
+    let db = TestStore::new(backend);
     let clock = ManualClock::new();
     let errands = start(&db, &clock, JobConfig::new()).await;
     let mut events = errands.subscribe();
@@ -104,10 +105,10 @@ async fn times_beyond_the_year_9999_are_refused_and_nothing_runs_early() {
         JobState::Scheduled
     );
 }
+both!(times_beyond_the_year_9999_are_refused_and_nothing_runs_early);
 
-#[actix_rt::test]
-async fn a_delay_of_a_fraction_of_a_millisecond_rounds_up() {
-    let db = common::temp_db();
+async fn a_delay_of_a_fraction_of_a_millisecond_rounds_up(backend: Backend) {
+    let db = TestStore::new(backend);
     let clock = ManualClock::new();
     let errands = start(&db, &clock, JobConfig::new()).await;
     let now = clock.now_ms();
@@ -123,10 +124,10 @@ async fn a_delay_of_a_fraction_of_a_millisecond_rounds_up() {
     );
     assert_eq!(info.state, JobState::Scheduled);
 }
+both!(a_delay_of_a_fraction_of_a_millisecond_rounds_up);
 
-#[actix_rt::test]
-async fn an_endless_fixed_backoff_waits_until_the_end_of_time() {
-    let db = common::temp_db();
+async fn an_endless_fixed_backoff_waits_until_the_end_of_time(backend: Backend) {
+    let db = TestStore::new(backend);
     let clock = ManualClock::new();
     let config = JobConfig::new().backoff(Backoff::Fixed(Duration::MAX));
     let errands = start(&db, &clock, config).await;
@@ -141,15 +142,15 @@ async fn an_endless_fixed_backoff_waits_until_the_end_of_time() {
     let info = errands.job(id).await.unwrap().unwrap();
     assert_eq!((info.state, info.attempts), (JobState::Scheduled, 1));
 }
+both!(an_endless_fixed_backoff_waits_until_the_end_of_time);
 
-#[actix_rt::test]
-async fn completed_jobs_are_kept_for_their_retention_and_pruned_after_it() {
+async fn completed_jobs_are_kept_for_their_retention_and_pruned_after_it(backend: Backend) {
     for (retention, advance, kept) in [
         (Duration::MAX, Duration::from_secs(3600 * 24 * 365), true),
         (Duration::from_secs(3600), Duration::from_secs(1800), true),
         (Duration::from_secs(3600), Duration::from_secs(7200), false),
     ] {
-        let db = common::temp_db();
+        let db = TestStore::new(backend);
         let clock = ManualClock::new();
         let errands = start_retaining(&db, &clock, JobConfig::new(), Some(retention)).await;
         let mut events = errands.subscribe();
@@ -172,3 +173,4 @@ async fn completed_jobs_are_kept_for_their_retention_and_pruned_after_it() {
         errands.shutdown(common::PATIENCE).await.unwrap();
     }
 }
+both!(completed_jobs_are_kept_for_their_retention_and_pruned_after_it);

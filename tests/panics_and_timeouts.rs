@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::{Backend, TestStore};
+
 use std::time::Duration;
 
 use errands::Clock;
@@ -31,11 +33,10 @@ impl Job for Chaos {
     }
 }
 
-#[actix_rt::test]
-async fn panics_and_timeouts_are_failed_attempts_and_the_worker_lives_on() {
-    let db = common::temp_db();
-    let errands = Errands::builder()
-        .sqlite(&db.path)
+async fn panics_and_timeouts_are_failed_attempts_and_the_worker_lives_on(backend: Backend) {
+    let db = TestStore::new(backend);
+    let errands = db
+        .apply(Errands::builder())
         .register_with::<Chaos>(
             JobConfig::new()
                 .concurrency(2)
@@ -101,6 +102,7 @@ async fn panics_and_timeouts_are_failed_attempts_and_the_worker_lives_on() {
     done.sort();
     assert_eq!(done, ok);
 }
+both!(panics_and_timeouts_are_failed_attempts_and_the_worker_lives_on);
 
 /// Panics inside its `ctx.transaction` closure on the first attempt.
 #[derive(Serialize, Deserialize)]
@@ -177,12 +179,11 @@ impl Job for AlwaysFails {
 /// An uncapped exponential backoff with jitter overflowed `Duration` at
 /// attempt 33, after the handler returned: the slot leaked and shutdown
 /// hung. Now the delay saturates at the end of time.
-#[actix_rt::test]
-async fn an_uncapped_backoff_saturates_instead_of_panicking() {
-    let db = common::temp_db();
+async fn an_uncapped_backoff_saturates_instead_of_panicking(backend: Backend) {
+    let db = TestStore::new(backend);
     let clock = ManualClock::new();
-    let errands = Errands::builder()
-        .sqlite(&db.path)
+    let errands = db
+        .apply(Errands::builder())
         .register_with::<AlwaysFails>(JobConfig::new().max_attempts(40).backoff(
             Backoff::Exponential {
                 base: Duration::from_millis(1),
@@ -224,3 +225,4 @@ async fn an_uncapped_backoff_saturates_instead_of_panicking() {
         .await
         .expect("no attempt left running");
 }
+both!(an_uncapped_backoff_saturates_instead_of_panicking);

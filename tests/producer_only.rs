@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::{Backend, TestStore};
+
 use std::time::Duration;
 
 use errands::{Backoff, Errands, Event, Job, JobConfig, JobContext, JobError, JobResult};
@@ -25,12 +27,11 @@ impl Job for Notify {
     }
 }
 
-#[actix_rt::test]
-async fn the_attempts_stored_at_enqueue_win_over_the_workers_registration() {
-    let db = common::temp_db();
+async fn the_attempts_stored_at_enqueue_win_over_the_workers_registration(backend: Backend) {
+    let db = TestStore::new(backend);
     // The worker registers Notify with 5 attempts.
-    let worker = Errands::builder()
-        .sqlite(&db.path)
+    let worker = db
+        .apply(Errands::builder())
         .register_with::<Notify>(
             JobConfig::new()
                 .max_attempts(5)
@@ -41,7 +42,7 @@ async fn the_attempts_stored_at_enqueue_win_over_the_workers_registration() {
         .unwrap();
     let mut events = worker.subscribe();
     // The producer does not register it: its row gets Job::config()'s 2.
-    let producer = Errands::builder().sqlite(&db.path).start().await.unwrap();
+    let producer = db.apply(Errands::builder()).start().await.unwrap();
     let from_producer = producer.enqueue(Notify).await.unwrap();
     // Enqueued by the worker itself: its registration's 5.
     let from_worker = worker.enqueue(Notify).await.unwrap();
@@ -65,3 +66,4 @@ async fn the_attempts_stored_at_enqueue_win_over_the_workers_registration() {
     producer.shutdown(common::PATIENCE).await.unwrap();
     worker.shutdown(common::PATIENCE).await.unwrap();
 }
+both!(the_attempts_stored_at_enqueue_win_over_the_workers_registration);

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::{Backend, TestStore};
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -56,13 +58,12 @@ impl Job for Pipeline {
     }
 }
 
-#[actix_rt::test]
-async fn a_failing_step_is_retried_with_backoff_and_earlier_steps_are_not_rerun() {
-    let db = common::temp_db();
+async fn a_failing_step_is_retried_with_backoff_and_earlier_steps_are_not_rerun(backend: Backend) {
+    let db = TestStore::new(backend);
     let clock = ManualClock::new();
     let log = Arc::new(Log::default());
-    let errands = Errands::builder()
-        .sqlite(&db.path)
+    let errands = db
+        .apply(Errands::builder())
         .register_with::<Pipeline>(
             JobConfig::new().backoff(Backoff::Fixed(Duration::from_secs(30))),
         )
@@ -100,6 +101,7 @@ async fn a_failing_step_is_retried_with_backoff_and_earlier_steps_are_not_rerun(
         ]
     );
 }
+both!(a_failing_step_is_retried_with_backoff_and_earlier_steps_are_not_rerun);
 
 /// Walks 0..1000 with a cursor; panics once at 500 after saving cursor 499.
 #[derive(Serialize, Deserialize)]
@@ -125,12 +127,11 @@ impl Job for Walk {
     }
 }
 
-#[actix_rt::test]
-async fn a_cursor_set_before_a_panic_is_saved_and_the_retry_resumes_after_it() {
-    let db = common::temp_db();
+async fn a_cursor_set_before_a_panic_is_saved_and_the_retry_resumes_after_it(backend: Backend) {
+    let db = TestStore::new(backend);
     let visits = Arc::new(Visits(Mutex::new(Vec::new())));
-    let errands = Errands::builder()
-        .sqlite(&db.path)
+    let errands = db
+        .apply(Errands::builder())
         .register_with::<Walk>(JobConfig::new().backoff(Backoff::Fixed(Duration::ZERO)))
         .data(visits.clone())
         .start()
@@ -154,18 +155,22 @@ async fn a_cursor_set_before_a_panic_is_saved_and_the_retry_resumes_after_it() {
         "every id once, in order"
     );
 }
+both!(a_cursor_set_before_a_panic_is_saved_and_the_retry_resumes_after_it);
 
 /// Attempt 1 runs step "old" then fails; the "new code" of attempt 2 no
 /// longer has that step and must still run.
 #[derive(Serialize, Deserialize)]
 struct Renamed;
 
-static RENAMED_RUNS: AtomicU32 = AtomicU32::new(0);
+/// Runs of `Renamed` in one test (each test registers its own).
+struct RenamedRuns(AtomicU32);
 
 impl Job for Renamed {
     const KIND: &'static str = "renamed";
     async fn run(self, ctx: JobContext) -> JobResult {
-        RENAMED_RUNS.fetch_add(1, Ordering::SeqCst);
+        ctx.data::<Arc<RenamedRuns>>()?
+            .0
+            .fetch_add(1, Ordering::SeqCst);
         if ctx.attempt() == 1 {
             ctx.step("old_name", async || Ok(41u64)).await?;
             return Err(JobError::msg("deploying new code"));
@@ -176,12 +181,13 @@ impl Job for Renamed {
     }
 }
 
-#[actix_rt::test]
-async fn stale_step_names_are_ignored() {
-    let db = common::temp_db();
-    let errands = Errands::builder()
-        .sqlite(&db.path)
+async fn stale_step_names_are_ignored(backend: Backend) {
+    let db = TestStore::new(backend);
+    let runs = Arc::new(RenamedRuns(AtomicU32::new(0)));
+    let errands = db
+        .apply(Errands::builder())
         .register_with::<Renamed>(JobConfig::new().backoff(Backoff::Fixed(Duration::ZERO)))
+        .data(runs.clone())
         .start()
         .await
         .unwrap();
@@ -193,8 +199,9 @@ async fn stale_step_names_are_ignored() {
         matches!(done, Event::Completed { attempt: 2, .. }),
         "{done:?}"
     );
-    assert_eq!(RENAMED_RUNS.load(Ordering::SeqCst), 2);
+    assert_eq!(runs.0.load(Ordering::SeqCst), 2);
 }
+both!(stale_step_names_are_ignored);
 
 /// Step 1, then a cursor step that waits between items; shutdown interrupts
 /// it and the next start resumes.
@@ -231,17 +238,15 @@ impl Job for Export {
     }
 }
 
-#[actix_rt::test]
-async fn progress_is_saved_when_shutdown_interrupts_an_attempt() {
-    let db = common::temp_db();
+async fn progress_is_saved_when_shutdown_interrupts_an_attempt(backend: Backend) {
+    let db = TestStore::new(backend);
     let gate = Arc::new(Gate {
         log: Log::default(),
         reached: tokio::sync::Notify::new(),
         resume: tokio::sync::Semaphore::new(0),
     });
     let start = || {
-        Errands::builder()
-            .sqlite(&db.path)
+        db.apply(Errands::builder())
             .register::<Export>()
             .data(gate.clone())
             .start()
@@ -262,16 +267,14 @@ async fn progress_is_saved_when_shutdown_interrupts_an_attempt() {
     expected.extend((0..10).map(|r| format!("row {r}")));
     assert_eq!(gate.log.all(), expected, "nothing ran twice");
 }
+both!(progress_is_saved_when_shutdown_interrupts_an_attempt);
 
 /// Starts errands with `J` retried at once, runs `job`, and checks that it
 /// completed on its second attempt. Answers the handle and the log.
-async fn run_to_completion_on_attempt_two<J: Job>(
-    db: &common::TempDb,
-    job: J,
-) -> (Errands, Arc<Log>) {
+async fn run_to_completion_on_attempt_two<J: Job>(db: &TestStore, job: J) -> (Errands, Arc<Log>) {
     let log = Arc::new(Log::default());
-    let errands = Errands::builder()
-        .sqlite(&db.path)
+    let errands = db
+        .apply(Errands::builder())
         .register_with::<J>(JobConfig::new().backoff(Backoff::Fixed(Duration::ZERO)))
         .data(log.clone())
         .start()
@@ -324,7 +327,7 @@ impl Job for CopyTen {
 
 #[actix_rt::test]
 async fn a_rolled_back_transaction_rolls_back_the_cursor_it_would_have_saved() {
-    let db = common::temp_db();
+    let db = TestStore::new(Backend::Sqlite);
     let (errands, log) = run_to_completion_on_attempt_two(&db, CopyTen).await;
     assert_eq!(
         log.all(),
@@ -332,7 +335,7 @@ async fn a_rolled_back_transaction_rolls_back_the_cursor_it_would_have_saved() {
         "attempt 2 redoes the rows attempt 1's rollback undid"
     );
     errands.shutdown(Duration::from_secs(5)).await.unwrap();
-    let conn = rusqlite::Connection::open(&db.path).unwrap();
+    let conn = rusqlite::Connection::open(&db.db.path).unwrap();
     let rows: Vec<u32> = conn
         .prepare("SELECT n FROM copied ORDER BY n")
         .unwrap()
@@ -379,9 +382,8 @@ impl Job for TwoWalks {
     }
 }
 
-#[actix_rt::test]
-async fn concurrent_cursor_steps_keep_their_own_cursors() {
-    let db = common::temp_db();
+async fn concurrent_cursor_steps_keep_their_own_cursors(backend: Backend) {
+    let db = TestStore::new(backend);
     let (_errands, log) = run_to_completion_on_attempt_two(&db, TwoWalks).await;
     assert_eq!(
         log.all(),
@@ -393,3 +395,4 @@ async fn concurrent_cursor_steps_keep_their_own_cursors() {
         ]
     );
 }
+both!(concurrent_cursor_steps_keep_their_own_cursors);

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::{Backend, TestStore};
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -38,9 +40,8 @@ impl Job for Flaky {
     }
 }
 
-async fn start(db: &common::TempDb, clock: &ManualClock, calls: &Arc<Calls>) -> Errands {
-    Errands::builder()
-        .sqlite(&db.path)
+async fn start(db: &TestStore, clock: &ManualClock, calls: &Arc<Calls>) -> Errands {
+    db.apply(Errands::builder())
         .register_with::<Flaky>(
             JobConfig::new()
                 .max_attempts(4)
@@ -60,9 +61,8 @@ fn ms(t: std::time::SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
-#[actix_rt::test]
-async fn retries_with_exponential_backoff_then_dies_with_last_error() {
-    let db = common::temp_db();
+async fn retries_with_exponential_backoff_then_dies_with_last_error(backend: Backend) {
+    let db = TestStore::new(backend);
     let clock = ManualClock::new();
     let calls = Arc::new(Calls::default());
     let errands = start(&db, &clock, &calls).await;
@@ -121,10 +121,10 @@ async fn retries_with_exponential_backoff_then_dies_with_last_error() {
         "never more than max_attempts (plus one run per sentinel)"
     );
 }
+both!(retries_with_exponential_backoff_then_dies_with_last_error);
 
-#[actix_rt::test]
-async fn a_job_that_succeeds_on_a_retry_completes() {
-    let db = common::temp_db();
+async fn a_job_that_succeeds_on_a_retry_completes(backend: Backend) {
+    let db = TestStore::new(backend);
     let clock = ManualClock::new();
     let calls = Arc::new(Calls::default());
     let errands = start(&db, &clock, &calls).await;
@@ -143,9 +143,9 @@ async fn a_job_that_succeeds_on_a_retry_completes() {
     );
     assert_eq!(errands.job(id).await.unwrap(), None);
 }
+both!(a_job_that_succeeds_on_a_retry_completes);
 
-#[actix_rt::test]
-async fn a_permanent_error_skips_the_remaining_attempts() {
+async fn a_permanent_error_skips_the_remaining_attempts(backend: Backend) {
     #[derive(Serialize, Deserialize)]
     struct Invalid;
     impl Job for Invalid {
@@ -154,9 +154,9 @@ async fn a_permanent_error_skips_the_remaining_attempts() {
             Err(JobError::permanent("address does not exist"))
         }
     }
-    let db = common::temp_db();
-    let errands = Errands::builder()
-        .sqlite(&db.path)
+    let db = TestStore::new(backend);
+    let errands = db
+        .apply(Errands::builder())
         .register::<Invalid>()
         .start()
         .await
@@ -174,6 +174,7 @@ async fn a_permanent_error_skips_the_remaining_attempts() {
         }
     );
 }
+both!(a_permanent_error_skips_the_remaining_attempts);
 
 /// A clock that moves 5 ms forward every time anyone reads it: whatever
 /// errands does between computing a retry's run_at and committing it takes
@@ -201,12 +202,13 @@ impl Job for FailsOnce {
 
 /// A retry that came due while its outcome was being committed woke
 /// nothing, and waited for the fallback poll (here an hour).
-#[actix_rt::test]
-async fn a_retry_due_by_the_time_its_outcome_commits_runs_without_waiting_for_the_poll() {
-    let db = common::temp_db();
+async fn a_retry_due_by_the_time_its_outcome_commits_runs_without_waiting_for_the_poll(
+    backend: Backend,
+) {
+    let db = TestStore::new(backend);
     let clock = HurryingClock(std::sync::atomic::AtomicI64::new(1_700_000_000_000));
-    let errands = Errands::builder()
-        .sqlite(&db.path)
+    let errands = db
+        .apply(Errands::builder())
         .register_with::<FailsOnce>(
             JobConfig::new().backoff(Backoff::Fixed(Duration::from_millis(10))),
         )
@@ -228,3 +230,4 @@ async fn a_retry_due_by_the_time_its_outcome_commits_runs_without_waiting_for_th
         }
     );
 }
+both!(a_retry_due_by_the_time_its_outcome_commits_runs_without_waiting_for_the_poll);

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::{Backend, TestStore};
+
 use std::sync::Mutex;
 
 use errands::{Errands, Event, Job, JobContext, JobResult};
@@ -34,10 +36,10 @@ impl Job for Resize {
     }
 }
 
-async fn start(db: &common::TempDb) -> (Errands, std::sync::Arc<Seen>) {
+async fn start(db: &TestStore) -> (Errands, std::sync::Arc<Seen>) {
     let seen = std::sync::Arc::new(Seen::default());
-    let errands = Errands::builder()
-        .sqlite(&db.path)
+    let errands = db
+        .apply(Errands::builder())
         .register::<Resize>()
         .data(seen.clone())
         .start()
@@ -46,9 +48,8 @@ async fn start(db: &common::TempDb) -> (Errands, std::sync::Arc<Seen>) {
     (errands, seen)
 }
 
-#[actix_rt::test]
-async fn typed_job_round_trips_and_is_deleted_when_done() {
-    let db = common::temp_db();
+async fn typed_job_round_trips_and_is_deleted_when_done(backend: Backend) {
+    let db = TestStore::new(backend);
     let (errands, seen) = start(&db).await;
     let mut events = errands.subscribe();
 
@@ -80,10 +81,10 @@ async fn typed_job_round_trips_and_is_deleted_when_done() {
     assert!(counts.iter().all(|c| c.pending() == 0), "{counts:?}");
     errands.shutdown(common::PATIENCE).await.unwrap();
 }
+both!(typed_job_round_trips_and_is_deleted_when_done);
 
-#[actix_rt::test]
-async fn enqueue_many_returns_ids_in_order_and_runs_them_all() {
-    let db = common::temp_db();
+async fn enqueue_many_returns_ids_in_order_and_runs_them_all(backend: Backend) {
+    let db = TestStore::new(backend);
     let (errands, seen) = start(&db).await;
     let mut events = errands.subscribe();
     let jobs: Vec<Resize> = (0..100)
@@ -105,12 +106,12 @@ async fn enqueue_many_returns_ids_in_order_and_runs_them_all() {
     }
     assert_eq!(seen.len(), 100);
 }
+both!(enqueue_many_returns_ids_in_order_and_runs_them_all);
 
 /// Status endpoints return errands' own types as JSON: states as lower-case
 /// strings, times as RFC 3339.
-#[actix_rt::test]
-async fn job_info_counts_and_events_serialise_for_a_status_endpoint() {
-    let db = common::temp_db();
+async fn job_info_counts_and_events_serialise_for_a_status_endpoint(backend: Backend) {
+    let db = TestStore::new(backend);
     let (errands, _seen) = start(&db).await;
     let mut events = errands.subscribe();
     let later = errands
@@ -156,3 +157,4 @@ async fn job_info_counts_and_events_serialise_for_a_status_endpoint() {
         serde_json::json!({"event": "completed", "id": now, "kind": "resize", "attempt": 1})
     );
 }
+both!(job_info_counts_and_events_serialise_for_a_status_endpoint);

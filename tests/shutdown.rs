@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::{Backend, TestStore};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,9 +31,8 @@ impl Job for Export {
     }
 }
 
-async fn start(db: &common::TempDb, gate: &Arc<Gate>) -> Errands {
-    Errands::builder()
-        .sqlite(&db.path)
+async fn start(db: &TestStore, gate: &Arc<Gate>) -> Errands {
+    db.apply(Errands::builder())
         .register_with::<Export>(JobConfig::new().concurrency(1))
         .data(gate.clone())
         .start()
@@ -46,9 +47,8 @@ fn gate() -> Arc<Gate> {
     })
 }
 
-#[actix_rt::test]
-async fn shutdown_waits_for_running_jobs_and_claims_no_more() {
-    let db = common::temp_db();
+async fn shutdown_waits_for_running_jobs_and_claims_no_more(backend: Backend) {
+    let db = TestStore::new(backend);
     let gate = gate();
     let errands = start(&db, &gate).await;
     let mut events = errands.subscribe();
@@ -93,10 +93,10 @@ async fn shutdown_waits_for_running_jobs_and_claims_no_more() {
         "not claimed after shutdown began"
     );
 }
+both!(shutdown_waits_for_running_jobs_and_claims_no_more);
 
-#[actix_rt::test]
-async fn shutdown_releases_what_outlives_the_timeout_and_it_runs_after_restart() {
-    let db = common::temp_db();
+async fn shutdown_releases_what_outlives_the_timeout_and_it_runs_after_restart(backend: Backend) {
+    let db = TestStore::new(backend);
     let gate = gate();
     let errands = start(&db, &gate).await;
     let mut events = errands.subscribe();
@@ -138,6 +138,7 @@ async fn shutdown_releases_what_outlives_the_timeout_and_it_runs_after_restart()
         }
     );
 }
+both!(shutdown_releases_what_outlives_the_timeout_and_it_runs_after_restart);
 
 /// Polls a future once, without waiting.
 fn poll_once<F: std::future::Future + Unpin>(future: &mut F) -> std::task::Poll<F::Output> {
@@ -145,9 +146,8 @@ fn poll_once<F: std::future::Future + Unpin>(future: &mut F) -> std::task::Poll<
     std::pin::Pin::new(future).poll(&mut cx)
 }
 
-#[actix_rt::test]
-async fn a_second_shutdown_waits_for_the_first_and_gets_its_answer() {
-    let db = common::temp_db();
+async fn a_second_shutdown_waits_for_the_first_and_gets_its_answer(backend: Backend) {
+    let db = TestStore::new(backend);
     let gate = gate();
     let errands = start(&db, &gate).await;
     let mut events = errands.subscribe();
@@ -172,10 +172,10 @@ async fn a_second_shutdown_waits_for_the_first_and_gets_its_answer() {
     // And once it is over, a third answers the same at once.
     errands.shutdown(Duration::ZERO).await.unwrap();
 }
+both!(a_second_shutdown_waits_for_the_first_and_gets_its_answer);
 
-#[actix_rt::test]
-async fn events_end_with_closed_once_shutdown_is_done() {
-    let db = common::temp_db();
+async fn events_end_with_closed_once_shutdown_is_done(backend: Backend) {
+    let db = TestStore::new(backend);
     let gate = gate();
     gate.permits.add_permits(1);
     let errands = start(&db, &gate).await;
@@ -195,13 +195,13 @@ async fn events_end_with_closed_once_shutdown_is_done() {
     .expect("the stream ends");
     assert_eq!(next, errands::EventsError::Closed);
 }
+both!(events_end_with_closed_once_shutdown_is_done);
 
-#[actix_rt::test]
-async fn shutdown_says_which_released_jobs_had_started() {
-    let db = common::temp_db();
+async fn shutdown_says_which_released_jobs_had_started(backend: Backend) {
+    let db = TestStore::new(backend);
     let gate = gate();
-    let errands = Errands::builder()
-        .sqlite(&db.path)
+    let errands = db
+        .apply(Errands::builder())
         .register_with::<Export>(JobConfig::new().concurrency(1).prefetch(2))
         .data(gate.clone())
         .start()
@@ -256,3 +256,4 @@ async fn shutdown_says_which_released_jobs_had_started() {
         assert_eq!((info.state, info.attempts), (JobState::Available, 0));
     }
 }
+both!(shutdown_says_which_released_jobs_had_started);

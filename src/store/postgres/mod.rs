@@ -501,14 +501,12 @@ impl Store for PgStore {
         })
     }
 
+    /// Releases this owner's liveness lock (others may now recover what it
+    /// still holds). The pool and its runtime stay until the store is
+    /// dropped, so that inspection (`job`, `counts`) still answers after
+    /// shutdown, as on SQLite; nothing writes any more (the engine refuses).
     fn close(&self) -> StoreFuture<()> {
         self.liveness.stop();
-        self.shared.pool.close();
-        let runtime = self
-            .runtime
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
         let task = self
             .liveness_task
             .lock()
@@ -519,9 +517,6 @@ impl Store for PgStore {
             // owner's lock, close with it.
             if let Some(task) = task {
                 let _ = task.await;
-            }
-            if let Some(runtime) = runtime {
-                runtime.shutdown_background();
             }
             Ok(())
         })
