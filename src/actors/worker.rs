@@ -312,6 +312,8 @@ async fn run_attempt<J: Job>(
             attempt: job.attempt,
             checkpoint,
             outcome,
+            // Unless the dispatcher finds its mark still unsent.
+            marked: true,
         },
     });
 }

@@ -53,9 +53,8 @@ pub(crate) enum Outcome {
     Dead { error: String },
     /// Not finished at shutdown: back to the queue, this attempt not
     /// counted. `started` is false for a job claimed ahead (prefetch) whose
-    /// handler never ran; `marked` says whether its row was marked started
-    /// (for the counts).
-    Released { started: bool, marked: bool },
+    /// handler never ran.
+    Released { started: bool },
 }
 
 /// One finished attempt.
@@ -70,6 +69,11 @@ pub(crate) struct Finished {
     pub outcome: Outcome,
     /// Progress to save with the outcome (resumable jobs), if any changed.
     pub checkpoint: Option<Vec<u8>>,
+    /// Whether the row was marked started (at claim, or by an earlier
+    /// request), for the counts: a short job's mark is dropped when its
+    /// outcome goes in the same request, and a job released from the
+    /// buffer never started. Set by the dispatcher as it sends.
+    pub marked: bool,
 }
 
 /// The dispatcher's request: mark these claimed-ahead jobs started, write

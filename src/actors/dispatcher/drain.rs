@@ -87,11 +87,9 @@ impl Dispatcher {
                             id: job.id,
                             kind,
                             attempt: job.attempt,
-                            outcome: Outcome::Released {
-                                started: true,
-                                marked: true,
-                            },
+                            outcome: Outcome::Released { started: true },
                             checkpoint: job.checkpoint,
+                            marked: true,
                         },
                     });
                 }

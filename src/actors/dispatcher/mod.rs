@@ -53,6 +53,11 @@ use crate::store::{Claim, ClaimedJob, FinishAndClaim, FinishedAndClaimed, Outcom
 /// otherwise each of the two would claim a sliver.
 const MAX_IN_FLIGHT: usize = 2;
 
+/// The longest a started job's mark waits for a request going anyway.
+/// Until it is written the job reads as `claimed`, and a crash in that
+/// window gives its attempt back (once: see the store's recovery).
+const MARK_DELAY: Duration = Duration::from_millis(20);
+
 /// Jobs may be ready.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -85,9 +90,18 @@ pub(crate) struct Dispatcher {
     /// The database was full: write outcomes one request at a time, no
     /// claims, until the outcomes waiting are all written.
     isolating: bool,
-    /// Jobs claimed ahead that have started since the last request; the
-    /// next request marks them started (`claimed` becomes `running`).
+    /// Jobs claimed ahead that have started and whose start is not yet
+    /// written (`claimed` until then, `running` after). Marks wait up to
+    /// [`MARK_DELAY`] and then go with the next request (alone if none
+    /// comes); a job whose outcome is sent first drops its mark, since the
+    /// outcome replaces the row: a short job costs no mark at all.
+    /// Measured on a no-op drain: the mark was the one extra row write per
+    /// job beside the raw loop's claim and delete.
     marks: Vec<(i64, &'static str)>,
+    /// Marks have waited [`MARK_DELAY`]: send them even alone.
+    marks_due: bool,
+    /// A timer for `marks_due` is set.
+    mark_timer: bool,
     /// Jobs whose start marks are in a request in flight. Their outcomes
     /// wait for that request's answer, so that two requests in flight never
     /// write the same row: on PostgreSQL they run side by side on separate
@@ -116,6 +130,8 @@ impl Dispatcher {
             write_backoff: None,
             isolating: false,
             marks: Vec::new(),
+            marks_due: false,
+            mark_timer: false,
             marking: std::collections::HashSet::new(),
             draining: None,
         }
@@ -204,7 +220,11 @@ impl Dispatcher {
             .into_iter()
             .partition(|p| !self.marking.contains(&p.finished.id));
         self.pending = held;
-        if outcomes.is_empty() && claims.is_empty() && self.marks.is_empty() {
+        let marks_alone = self.marks_due && !self.marks.is_empty();
+        if outcomes.is_empty() && claims.is_empty() && !marks_alone {
+            if !self.marks.is_empty() {
+                self.arm_mark_timer(ctx);
+            }
             return false;
         }
         self.send(outcomes, claims, ctx);
@@ -244,9 +264,37 @@ impl Dispatcher {
     }
 
     /// Sends one finish-and-claim request (with every start mark waiting).
-    fn send(&mut self, outcomes: Vec<PendingOutcome>, claims: Vec<Claim>, ctx: &mut Context<Self>) {
+    fn send(
+        &mut self,
+        mut outcomes: Vec<PendingOutcome>,
+        claims: Vec<Claim>,
+        ctx: &mut Context<Self>,
+    ) {
         let wakes: Vec<u64> = self.kinds.iter().map(|k| k.wakes).collect();
-        let marks = std::mem::take(&mut self.marks);
+        // A job whose outcome goes now needs no mark: the outcome replaces
+        // the row (a mark would be a write for nothing; on PostgreSQL a
+        // dead row version per job). Such an outcome is of a row never
+        // marked.
+        let unsent: std::collections::HashSet<i64> = self.marks.iter().map(|(id, _)| *id).collect();
+        for outcome in &mut outcomes {
+            if unsent.contains(&outcome.finished.id) {
+                outcome.finished.marked = false;
+            }
+        }
+        let finishing: std::collections::HashSet<i64> =
+            outcomes.iter().map(|p| p.finished.id).collect();
+        self.marks.retain(|(id, _)| !finishing.contains(id));
+        // The others go once they have waited [`MARK_DELAY`]: by then most
+        // jobs of a busy queue have finished and need none.
+        let marks = if self.marks_due {
+            self.marks_due = false;
+            std::mem::take(&mut self.marks)
+        } else {
+            Vec::new()
+        };
+        if !self.marks.is_empty() {
+            self.arm_mark_timer(ctx);
+        }
         let batch = FinishAndClaim {
             started: marks.clone(),
             finished: outcomes.iter().map(|p| p.finished.clone()).collect(),
@@ -395,6 +443,22 @@ impl Dispatcher {
                 slots.start_buffered(&mut self.marks);
             }
         }
+    }
+
+    /// Sends waiting marks after [`MARK_DELAY`] if no other request has
+    /// taken them by then (a long job's start is recorded within it).
+    fn arm_mark_timer(&mut self, ctx: &mut Context<Self>) {
+        if self.mark_timer {
+            return;
+        }
+        self.mark_timer = true;
+        ctx.run_later(MARK_DELAY, |act, ctx| {
+            act.mark_timer = false;
+            if !act.marks.is_empty() {
+                act.marks_due = true;
+                act.pump(ctx);
+            }
+        });
     }
 
     /// Whether buffered jobs may start (not shutting down).

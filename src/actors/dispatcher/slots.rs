@@ -121,11 +121,9 @@ impl KindSlots {
                     id: job.id,
                     kind,
                     attempt: job.attempt,
-                    outcome: Outcome::Released {
-                        started: false,
-                        marked: job.marked,
-                    },
+                    outcome: Outcome::Released { started: false },
                     checkpoint: None,
+                    marked: job.marked,
                 },
             })
             .collect()
@@ -234,10 +232,11 @@ mod tests {
         s.buffer.extend([job(1, false), job(2, true)]);
         let released = s.release_buffered();
         assert!(s.buffer.is_empty());
-        let marked: Vec<bool> = released
+        let unstarted: Vec<i64> = released
             .iter()
-            .map(|p| matches!(p.finished.outcome, Outcome::Released { started: false, marked } if marked))
+            .filter(|p| matches!(p.finished.outcome, Outcome::Released { started: false }))
+            .map(|p| p.finished.id)
             .collect();
-        assert_eq!(marked, [false, true]);
+        assert_eq!(unstarted, [1, 2]);
     }
 }

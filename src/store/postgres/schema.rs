@@ -43,7 +43,12 @@ const MIGRATIONS: &[&str] = &[
         claim_token  bigint
     );
     CREATE INDEX jobs_ready ON {s}.jobs (queue, kind, run_at, id) WHERE state = 'available';
-    CREATE INDEX jobs_running ON {s}.jobs (owner) WHERE state = 'running';
+    -- Running rows by id, not by owner (as SQLite has it): every claimed
+    -- row leaves a dead entry behind in this index until vacuum, all under
+    -- the same owner, and the planner used an owner index for the round's
+    -- outcomes, walking them all (a 200,000-job drain fell to 0.12x raw).
+    -- Keyed by id, lookups go straight to the rows.
+    CREATE INDEX jobs_running ON {s}.jobs (id) WHERE state = 'running';
     CREATE INDEX jobs_dead ON {s}.jobs (queue, finished_at) WHERE state = 'dead';
     CREATE INDEX jobs_completed ON {s}.jobs (finished_at) WHERE state = 'completed';
     CREATE TABLE {s}.tombstones (

@@ -80,6 +80,7 @@ async fn finish(store: &SqliteStore, id: i64, attempt: u32, outcome: Outcome) {
             attempt,
             outcome,
             checkpoint: None,
+            marked: true,
         }],
         queue: "q",
         ..FinishAndClaim::default()

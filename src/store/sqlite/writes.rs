@@ -193,9 +193,11 @@ fn write_outcome(
     };
     // Counted only if the row really changed (a stale outcome changes none).
     let changed = changed as i64;
-    let from = match finished.outcome {
-        Outcome::Released { marked: false, .. } => "claimed",
-        _ => "running",
+    // A row never marked started was counted as claimed.
+    let from = if finished.marked {
+        "running"
+    } else {
+        "claimed"
     };
     deltas.add(batch.queue, finished.kind, from, -changed);
     if let Some(to) = to {
