@@ -114,6 +114,14 @@ fn main() {
 
 /// Parses the command line and runs every scenario.
 pub fn main_entry() {
+    if let Ok(schema) = std::env::var(postgres::DRAIN_CHILD) {
+        let concurrency = std::env::var("ERRANDS_BENCH_CONCURRENCY")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(64);
+        postgres::drain_child(&schema, concurrency);
+        return;
+    }
     let args = Args::parse_from(std::env::args().filter(|a| a != "--bench"));
     let synchronous = match args.synchronous.as_str() {
         "full" => Synchronous::Full,
@@ -376,6 +384,13 @@ pub fn main_entry() {
             format!("{} (raw PG)", rate(pg_drain_base)),
             format!("{:.2}x", pg_drain / pg_drain_base),
         );
+        let pg_drain4 = system.block_on(postgres::drain_four_processes(drain_n, args.concurrency));
+        table.row(
+            &format!("PostgreSQL: drain {drain_n} jobs, 4 processes"),
+            rate(pg_drain4),
+            format!("{} (raw PG, 4 connections)", rate(pg_drain_base)),
+            format!("{:.2}x", pg_drain4 / pg_drain_base),
+        );
         let pg_enqueue = system.block_on(postgres::enqueue_single(enqueue_n));
         let pg_enqueue_base = system.block_on(postgres::raw_enqueue_single(raw_enqueue_n, true));
         let pg_enqueue_bare = system.block_on(postgres::raw_enqueue_single(raw_enqueue_n, false));
@@ -403,6 +418,11 @@ pub fn main_entry() {
         pg.insert(
             "pg_drain_ratio".into(),
             round2(pg_drain / pg_drain_base).into(),
+        );
+        pg.insert("pg_drain4_jobs_s".into(), pg_drain4.round().into());
+        pg.insert(
+            "pg_drain4_ratio".into(),
+            round2(pg_drain4 / pg_drain_base).into(),
         );
         pg.insert("pg_enqueue_jobs_s".into(), pg_enqueue.round().into());
         pg.insert(

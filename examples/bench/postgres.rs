@@ -304,3 +304,72 @@ pub async fn cross_instance_latency(n: usize) -> Vec<f64> {
     let samples = delays.0.lock().unwrap().clone();
     samples
 }
+
+/// Set in a child process of the four-process drain: the schema to drain.
+pub const DRAIN_CHILD: &str = "ERRANDS_BENCH_DRAIN_SCHEMA";
+
+/// The child side of [`drain_four_processes`]: runs the no-op kind on the
+/// schema until the table is empty, then exits.
+pub fn drain_child(schema: &str, concurrency: usize) {
+    actix_rt::System::new().block_on(async {
+        let done = Arc::new(Done::default());
+        let errands = Errands::builder()
+            .postgres_options(options(schema))
+            .register_with::<Noop>(JobConfig::new().concurrency(concurrency))
+            .data(done)
+            .start()
+            .await
+            .unwrap();
+        let client = connect().await;
+        let empty = format!("SELECT NOT EXISTS (SELECT 1 FROM {schema}.jobs)");
+        while !client
+            .query_one(&empty, &[])
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+        {
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        errands.shutdown(Duration::from_secs(5)).await.unwrap();
+    });
+}
+
+/// Four processes drain `n` jobs from one schema together (this binary,
+/// started again as a child). Jobs per second from the children's start to
+/// the last one's exit, process start-up included.
+pub async fn drain_four_processes(n: usize, concurrency: usize) -> f64 {
+    let schema = "errands_bench_drain4";
+    fresh(schema).await;
+    let producer = Errands::builder()
+        .postgres_options(options(schema))
+        .start()
+        .await
+        .unwrap();
+    let mut left = n;
+    while left > 0 {
+        let take = left.min(10_000);
+        producer
+            .enqueue_many((0..take).map(|_| Noop))
+            .await
+            .unwrap();
+        left -= take;
+    }
+    producer.shutdown(Duration::from_secs(5)).await.unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let start = Instant::now();
+    let children: Vec<std::process::Child> = (0..4)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .env(DRAIN_CHILD, schema)
+                .env("ERRANDS_BENCH_CONCURRENCY", concurrency.to_string())
+                .spawn()
+                .expect("spawn a drain child")
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success(), "a drain child failed");
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    fresh(schema).await;
+    rate
+}
