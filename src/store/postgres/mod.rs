@@ -383,22 +383,33 @@ impl Store for PgStore {
         let shared = self.shared.clone();
         let token = fastrand::i64(..);
         self.spawn(async move {
-            let mut client = shared.client().await?;
-            let tx = client.transaction().await?;
+            let client = shared.client().await?;
             let s = &shared.schema;
             let claims = writes::Claiming { token, claim };
-            let answer = writes::finish_and_claim(
-                &tx,
+            // `BEGIN` goes in the same round trip as the statements
+            // (tokio-postgres sends requests polled together in order).
+            let round = writes::finish_and_claim(
+                &client,
                 s,
                 &shared.owner,
                 shared.retain_completed,
                 &batch,
                 claims,
-            )
-            .await?;
-            match tx.commit().await {
+            );
+            let (begun, answer) = tokio::join!(client.batch_execute("BEGIN"), round);
+            let answer = match begun.map_err(Error::from).and(answer) {
+                Ok(answer) => answer,
+                Err(e) => {
+                    // The transaction is aborted or the connection gone:
+                    // never hand it back to the pool.
+                    let _ = deadpool_postgres::Object::take(client);
+                    return Err(e);
+                }
+            };
+            match client.batch_execute("COMMIT").await {
                 Ok(()) => Ok(answer),
                 Err(e) => {
+                    let _ = deadpool_postgres::Object::take(client);
                     if !answer.claimed.is_empty() {
                         tokio::spawn(release_round(shared.clone(), token));
                     }

@@ -46,10 +46,10 @@ async fn a_cut_off_rounds_claims_are_put_back_by_token() {
     // The cut-off round, with a token of its own.
     let shared = store.shared.clone();
     let token = 42;
-    let mut client = shared.client().await.unwrap();
-    let tx = client.transaction().await.unwrap();
+    let client = shared.client().await.unwrap();
+    client.batch_execute("BEGIN").await.unwrap();
     let lost = super::writes::finish_and_claim(
-        &tx,
+        &client,
         &schema,
         &shared.owner,
         false,
@@ -59,7 +59,7 @@ async fn a_cut_off_rounds_claims_are_put_back_by_token() {
     .await
     .unwrap()
     .claimed;
-    tx.commit().await.unwrap();
+    client.batch_execute("COMMIT").await.unwrap();
     assert_eq!(lost.len(), 3);
 
     let released = super::writes::release_round(&**client, &schema, &shared.owner, token)

@@ -9,7 +9,7 @@
 //! arrays, not a statement per job: a round of 64 completions is one
 //! `DELETE`.
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{ClientWrapper, Transaction};
 
 use super::liveness::owner_key;
 use crate::error::{Error, Result};
@@ -24,9 +24,11 @@ pub(super) struct Claiming {
     pub claim: bool,
 }
 
-/// One dispatcher round in one transaction: marks, outcomes, claims.
+/// One dispatcher round: marks, outcomes, claims. The caller runs it
+/// inside a transaction it began on `tx` (see `PgStore::finish_and_claim`:
+/// the `BEGIN` is pipelined with these statements).
 pub(super) async fn finish_and_claim(
-    tx: &Transaction<'_>,
+    tx: &ClientWrapper,
     s: &str,
     owner: &str,
     retain_completed: bool,
@@ -97,7 +99,7 @@ impl Group {
 }
 
 async fn write_outcomes(
-    tx: &Transaction<'_>,
+    tx: &ClientWrapper,
     s: &str,
     owner: &str,
     retain_completed: bool,
@@ -197,7 +199,7 @@ async fn write_outcomes(
 /// Claims for one kind, as on SQLite: the first `start_now` marked started,
 /// the rest claimed ahead (a job given an attempt back is always marked).
 async fn claim_kind(
-    tx: &Transaction<'_>,
+    tx: &ClientWrapper,
     s: &str,
     owner: &str,
     token: i64,
@@ -268,7 +270,7 @@ async fn claim_kind(
 /// kind), held to commit, so two hosts cannot both take the last slot.
 /// `(n, start_now)`.
 async fn within_global_limit(
-    tx: &Transaction<'_>,
+    tx: &ClientWrapper,
     s: &str,
     queue: &str,
     request: &Claim,
