@@ -50,7 +50,7 @@ impl PostgresOptions {
         PostgresOptions {
             source,
             schema: DEFAULT_PG_SCHEMA.to_string(),
-            pool_size: 8,
+            pool_size: 16,
             connect_timeout: Duration::from_secs(5),
         }
     }
@@ -63,8 +63,11 @@ impl PostgresOptions {
         self
     }
 
-    /// Connections in errands' pool (enqueues, claims, reads). Default 8.
-    /// Each instance holds one more for its liveness lock and `LISTEN`.
+    /// Connections in errands' pool (enqueues, claims, reads). Default 16:
+    /// each queue's dispatcher keeps up to four rounds in flight, four
+    /// enqueue committers and reads share the rest. Each instance holds one
+    /// more for its liveness lock and `LISTEN`. A call that finds none free
+    /// within the connect timeout is an `Unavailable` error.
     pub fn pool_size(mut self, size: usize) -> Self {
         self.pool_size = size.max(1);
         self
