@@ -38,7 +38,7 @@ async fn fresh(schema: &str) {
 }
 
 fn options(schema: &str) -> PostgresOptions {
-    PostgresOptions::new(url()).schema(schema).pool_size(8)
+    PostgresOptions::new(url()).schema(schema)
 }
 
 /// errands: `n` no-op jobs enqueued in batches of 10,000, then drained
