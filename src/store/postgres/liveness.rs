@@ -127,6 +127,21 @@ async fn connect(config: &tokio_postgres::Config, schema: &str, owner: &str) -> 
                 .query_one("SELECT pg_try_advisory_lock($1)", &[&owner_key(owner)])
                 .await?
                 .get(0);
+            // Listed once alive, so that other hosts' recovery looks at
+            // this owner (again, after a reconnect: a host that found it
+            // dead meanwhile put its jobs back and removed it).
+            if taken {
+                let now = crate::clock::system_time_to_ms(std::time::SystemTime::now());
+                client
+                    .execute(
+                        &format!(
+                            "INSERT INTO {schema}.owners (owner, started_at) VALUES ($1, $2)
+                             ON CONFLICT DO NOTHING"
+                        ),
+                        &[&owner, &now],
+                    )
+                    .await?;
+            }
             client
                 .batch_execute(&format!("LISTEN {}", channel(schema)))
                 .await?;

@@ -517,13 +517,34 @@ impl Store for PgStore {
     /// dropped, so that inspection (`job`, `counts`) still answers after
     /// shutdown, as on SQLite; nothing writes any more (the engine refuses).
     fn close(&self) -> StoreFuture<()> {
-        self.liveness.stop();
+        // Off the owners list if this instance holds nothing (otherwise the
+        // next recovery elsewhere finds it dead and puts its jobs back).
+        let shared = self.shared.clone();
+        let unlisted = self.spawn(async move {
+            let client = shared.client().await?;
+            let s = &shared.schema;
+            client
+                .execute(
+                    &format!(
+                        "DELETE FROM {s}.owners WHERE owner = $1 AND NOT EXISTS
+                           (SELECT 1 FROM {s}.jobs WHERE owner = $1 AND state = 'running')"
+                    ),
+                    &[&&*shared.owner],
+                )
+                .await?;
+            Ok(())
+        });
+        let liveness = self.liveness.clone();
         let task = self
             .liveness_task
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
         Box::pin(async move {
+            if let Err(e) = unlisted.await {
+                log::warn!("errands: could not remove this instance from the owners list: {e}");
+            }
+            liveness.stop();
             // The liveness task returns at once; its connection, and this
             // owner's lock, close with it.
             if let Some(task) = task {

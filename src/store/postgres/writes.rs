@@ -215,7 +215,7 @@ async fn claim_kind(
             "UPDATE {s}.jobs j
                 SET state = 'running', owner = $1, attempts = j.attempts + 1,
                     started_at = CASE WHEN $6 OR j.refunded > 0 THEN $5::int8 END,
-                    claim_token = $7
+                    claim_token = $7, global_slot = $8
                FROM (SELECT id FROM {s}.jobs
                       WHERE queue = $2 AND kind = $3 AND state = 'available' AND run_at <= $5
                       ORDER BY run_at, id LIMIT $4
@@ -241,6 +241,7 @@ async fn claim_kind(
                     &batch.now,
                     &start,
                     &token,
+                    &request.global_limit.is_some(),
                 ],
             )
             .await?;
@@ -284,7 +285,8 @@ async fn within_global_limit(
     let held: i64 = tx
         .query_one(
             &format!(
-                "SELECT count(*) FROM {s}.jobs WHERE state = 'running' AND queue = $1 AND kind = $2"
+                "SELECT count(*) FROM {s}.jobs
+                  WHERE state = 'running' AND global_slot AND queue = $1 AND kind = $2"
             ),
             &[&queue, &request.kind],
         )
@@ -295,8 +297,10 @@ async fn within_global_limit(
 }
 
 /// Puts back the running jobs of owners that are no longer alive: an
-/// owner whose session advisory lock this transaction can take has no
-/// session left. The rules are SQLite's (see `sqlite/writes.rs`): a job
+/// owner (from `owners`) whose session advisory lock this transaction can
+/// take has no session left. Its rows are found by a scan (there is no
+/// index over running rows, see the schema), once, and it leaves the list.
+/// The rules are SQLite's (see `sqlite/writes.rs`): a job
 /// claimed ahead and never started gets its attempt back once; any other
 /// at its budget goes dead.
 pub(super) async fn recover_orphans(
@@ -307,10 +311,7 @@ pub(super) async fn recover_orphans(
 ) -> Result<usize> {
     let owners: Vec<String> = tx
         .query(
-            &format!(
-                "SELECT DISTINCT owner FROM {s}.jobs
-                  WHERE state = 'running' AND owner IS NOT NULL AND owner <> $1"
-            ),
+            &format!("SELECT owner FROM {s}.owners WHERE owner <> $1"),
             &[&me],
         )
         .await?
@@ -350,6 +351,11 @@ pub(super) async fn recover_orphans(
                 &[&owner, &now],
             )
             .await?;
+        tx.execute(
+            &format!("DELETE FROM {s}.owners WHERE owner = $1"),
+            &[&owner],
+        )
+        .await?;
         if n > 0 {
             log::warn!("errands: recovered {n} jobs left running by dead owner {owner}");
         }
