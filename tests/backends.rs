@@ -429,3 +429,33 @@ async fn a_global_limit_holds_across_instances(backend: Backend) {
     }
 }
 both!(a_global_limit_holds_across_instances);
+
+/// A delayed job enqueued on one PostgreSQL instance is started on time by
+/// another that polls once an hour: the `NOTIFY` names when the job is due,
+/// and the other instance's scheduler sets its timer for then.
+#[actix_rt::test]
+async fn postgres_a_delayed_job_from_another_instance_starts_on_time() {
+    let store = TestStore::new(Backend::Postgres);
+    let runs = Arc::new(Runs::default());
+    let worker = store
+        .apply(Errands::builder())
+        .register::<Work>()
+        .data(runs.clone())
+        .poll_interval(Duration::from_secs(3600))
+        .start()
+        .await
+        .unwrap();
+    let mut events = worker.subscribe();
+    let producer = store.apply(Errands::builder()).start().await.unwrap();
+    let delay = Duration::from_millis(300);
+    let sent = std::time::Instant::now();
+    let id = producer
+        .enqueue_in(Work { n: 1, fail: 0 }, delay)
+        .await
+        .unwrap();
+    let event = common::wait_for(&mut events, |e| matches!(e, Event::Completed { .. })).await;
+    assert_eq!(event.id(), id);
+    assert!(sent.elapsed() >= delay, "not before it was due");
+    producer.shutdown(Duration::from_secs(10)).await.unwrap();
+    worker.shutdown(Duration::from_secs(10)).await.unwrap();
+}
