@@ -78,9 +78,14 @@ pub use store_error::{StoreError, StoreErrorKind};
 
 /// The rusqlite version errands uses, for [`JobContext::transaction`].
 pub use rusqlite;
+/// The rustls version errands uses, for [`PostgresOptions::tls`].
+pub use rustls;
 /// The tokio-postgres version errands uses, for
 /// [`JobContext::pg_transaction`] and [`PostgresOptions::from_config`].
 pub use tokio_postgres;
+/// The public certificate authorities, for building a
+/// [`PostgresOptions::tls`] configuration.
+pub use webpki_roots;
 
 /// Every Rust block in the README is compiled (and, unless marked `no_run`,
 /// run) by `cargo test`, so the code a newcomer pastes works as shown.

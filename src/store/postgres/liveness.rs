@@ -22,8 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use tokio_postgres::{AsyncMessage, NoTls};
+use super::tls::Tls;
 
 use crate::error::Result;
 
@@ -97,6 +96,7 @@ impl Liveness {
 /// failed, which fails `start()`).
 pub(crate) async fn start(
     config: tokio_postgres::Config,
+    tls: Tls,
     schema: String,
     owner: Arc<str>,
 ) -> Result<(Arc<Liveness>, tokio::task::JoinHandle<()>)> {
@@ -106,89 +106,80 @@ pub(crate) async fn start(
         stop_signal: tokio::sync::Notify::new(),
         wake: OnceLock::new(),
     });
-    let first = connect(&config, &schema, &owner).await?;
+    let session = Session {
+        config,
+        tls,
+        schema,
+        owner,
+    };
+    let first = session.connect().await?;
     liveness.held.store(true, Ordering::Release);
-    let task = tokio::spawn(keep(first, config, schema, owner, liveness.clone()));
+    let task = tokio::spawn(keep(first, session, liveness.clone()));
     Ok((liveness, task))
 }
 
-type Connected = (
-    tokio_postgres::Client,
-    tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
-);
-
-async fn connect(config: &tokio_postgres::Config, schema: &str, owner: &str) -> Result<Connected> {
-    let (client, mut connection) = config.connect(NoTls).await?;
-    // Drive the connection while the lock and LISTEN go through; messages
-    // that arrive meanwhile are wake-ups nobody needs yet.
-    let done = {
-        let setup = async {
-            let taken: bool = client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&owner_key(owner)])
-                .await?
-                .get(0);
-            // Listed once alive, so that other hosts' recovery looks at
-            // this owner (again, after a reconnect: a host that found it
-            // dead meanwhile put its jobs back and removed it).
-            if taken {
-                let now = crate::clock::system_time_to_ms(std::time::SystemTime::now());
-                client
-                    .execute(
-                        &format!(
-                            "INSERT INTO {schema}.owners (owner, started_at) VALUES ($1, $2)
-                             ON CONFLICT DO NOTHING"
-                        ),
-                        &[&owner, &now],
-                    )
-                    .await?;
-            }
-            client
-                .batch_execute(&format!("LISTEN {}", channel(schema)))
-                .await?;
-            Ok::<_, tokio_postgres::Error>(taken)
-        };
-        let mut setup = std::pin::pin!(setup);
-        let mut messages = futures_util::stream::poll_fn(|cx| connection.poll_message(cx));
-        let done = loop {
-            tokio::select! {
-                done = &mut setup => break done,
-                message = messages.next() => match message {
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(e.into()),
-                    None => break Ok(false),
-                },
-            }
-        };
-        done
-    };
-    // After a reconnect, the server may not yet have noticed that the old
-    // session is gone, and still holds its lock: not alive yet, try again.
-    if !done? {
-        return Err(crate::Error::Store(crate::StoreError::from(
-            std::io::Error::other(format!(
-                "owner {owner}'s liveness lock is still held by its previous session"
-            )),
-        )));
-    }
-    Ok((client, connection))
-}
-
-async fn keep(
-    first: Connected,
+/// How to open the liveness connection again.
+struct Session {
     config: tokio_postgres::Config,
+    tls: Tls,
     schema: String,
     owner: Arc<str>,
-    liveness: Arc<Liveness>,
-) {
+}
+
+/// An open liveness connection: dropping the client closes it (and frees
+/// the lock).
+type Connected = (
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>,
+);
+
+impl Session {
+    async fn connect(&self) -> Result<Connected> {
+        let (client, notifications) = self.tls.connect(&self.config).await?;
+        let (schema, owner) = (&self.schema, &*self.owner);
+        let taken: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&owner_key(owner)])
+            .await?
+            .get(0);
+        // After a reconnect, the server may not yet have noticed that the
+        // old session is gone, and still holds its lock: not alive yet.
+        if !taken {
+            return Err(crate::Error::Store(crate::StoreError::from(
+                std::io::Error::other(format!(
+                    "owner {owner}'s liveness lock is still held by its previous session"
+                )),
+            )));
+        }
+        // Listed once alive, so that other hosts' recovery looks at this
+        // owner (again, after a reconnect: a host that found it dead
+        // meanwhile put its jobs back and removed it).
+        let now = crate::clock::system_time_to_ms(std::time::SystemTime::now());
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO {schema}.owners (owner, started_at) VALUES ($1, $2)
+                     ON CONFLICT DO NOTHING"
+                ),
+                &[&owner, &now],
+            )
+            .await?;
+        client
+            .batch_execute(&format!("LISTEN {}", channel(schema)))
+            .await?;
+        Ok((client, notifications))
+    }
+}
+
+async fn keep(first: Connected, session: Session, liveness: Arc<Liveness>) {
     let mut current = Some(first);
     let mut delay = Duration::from_millis(50);
     loop {
         if liveness.stopped.load(Ordering::Acquire) {
             return;
         }
-        let (client, mut connection) = match current.take() {
+        let (client, mut notifications) = match current.take() {
             Some(c) => c,
-            None => match connect(&config, &schema, &owner).await {
+            None => match session.connect().await {
                 Ok(c) => {
                     log::warn!("errands: PostgreSQL liveness connection is back");
                     liveness.held.store(true, Ordering::Release);
@@ -207,33 +198,23 @@ async fn keep(
                 }
             },
         };
-        let mut messages = futures_util::stream::poll_fn(|cx| connection.poll_message(cx));
         loop {
             if liveness.stopped.load(Ordering::Acquire) {
                 return;
             }
             let next = tokio::select! {
                 _ = liveness.stop_signal.notified() => return,
-                next = messages.next() => next,
+                next = notifications.recv() => next,
             };
-            match next {
-                Some(Ok(AsyncMessage::Notification(n))) => {
-                    for line in n.payload().lines() {
-                        let mut parts = line.rsplitn(2, ' ');
-                        let due = parts.next().and_then(|t| t.parse::<i64>().ok());
-                        if let (Some(due), Some(queue)) = (due, parts.next()) {
-                            liveness.wake(Wakeup::Queue(queue, due));
-                        }
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    log::error!("errands: PostgreSQL liveness connection lost: {e}");
-                    break;
-                }
-                None => {
-                    log::error!("errands: PostgreSQL liveness connection closed");
-                    break;
+            let Some(n) = next else {
+                log::error!("errands: PostgreSQL liveness connection lost");
+                break;
+            };
+            for line in n.payload().lines() {
+                let mut parts = line.rsplitn(2, ' ');
+                let due = parts.next().and_then(|t| t.parse::<i64>().ok());
+                if let (Some(due), Some(queue)) = (due, parts.next()) {
+                    liveness.wake(Wakeup::Queue(queue, due));
                 }
             }
         }

@@ -19,6 +19,7 @@ mod liveness;
 mod options;
 mod reads;
 mod schema;
+mod tls;
 mod writes;
 
 #[cfg(test)]
@@ -26,9 +27,8 @@ mod round_tests;
 
 use std::sync::{Arc, Mutex};
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::NoTls;
 
 use liveness::Liveness;
 pub(crate) use liveness::Wakeup;
@@ -199,18 +199,18 @@ impl PgStore {
             target: target.clone(),
             source: e,
         };
+        let tls = tls::Tls::new(options.tls.as_ref());
         // Connect once directly first: a refused connection, a wrong
         // password or a missing database is the server's own message.
-        let (mut client, connection) =
-            config.connect(NoTls).await.map_err(|e| refused(e.into()))?;
-        let driver = tokio::spawn(connection);
+        let (mut client, _) = tls.connect(&config).await.map_err(|e| match e {
+            Error::Store(e) => refused(e),
+            other => other,
+        })?;
         schema::migrate(&mut client, &options.schema).await?;
         drop(client);
-        let _ = driver.await;
 
-        let manager = Manager::from_config(
+        let manager = tls.manager(
             config.clone(),
-            NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -225,7 +225,7 @@ impl PgStore {
             .build()
             .map_err(|e| refused(std::io::Error::other(e.to_string()).into()))?;
         let owner: Arc<str> = crate::store::new_owner_id().into();
-        let (liveness, task) = liveness::start(config, options.schema.clone(), owner.clone())
+        let (liveness, task) = liveness::start(config, tls, options.schema.clone(), owner.clone())
             .await
             .map_err(|e| match e {
                 Error::Store(e) => refused(e),

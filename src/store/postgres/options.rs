@@ -20,6 +20,7 @@ pub struct PostgresOptions {
     pub(crate) schema: String,
     pub(crate) pool_size: usize,
     pub(crate) connect_timeout: Duration,
+    pub(crate) tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// Where the connection settings come from.
@@ -52,6 +53,7 @@ impl PostgresOptions {
             schema: DEFAULT_PG_SCHEMA.to_string(),
             pool_size: 16,
             connect_timeout: Duration::from_secs(5),
+            tls: None,
         }
     }
 
@@ -79,6 +81,47 @@ impl PostgresOptions {
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
+    }
+
+    /// Connects with TLS (rustls), verifying the server with `config`
+    /// (for a provider's own CA, load it into the config's root store). The
+    /// connection string's `sslmode` still applies: `prefer` (the default)
+    /// uses TLS when the server offers it, `require` refuses a server that
+    /// does not. Without this, errands connects without TLS.
+    ///
+    /// ```
+    /// use errands::{rustls, PostgresOptions};
+    /// let mut roots = rustls::RootCertStore::empty();
+    /// roots.extend(errands::webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    /// let config = rustls::ClientConfig::builder_with_provider(
+    ///     rustls::crypto::ring::default_provider().into(),
+    /// )
+    /// .with_safe_default_protocol_versions()
+    /// .unwrap()
+    /// .with_root_certificates(roots)
+    /// .with_no_client_auth();
+    /// let options = PostgresOptions::new("postgres://app@db.example.com/app?sslmode=require")
+    ///     .tls(config);
+    /// ```
+    pub fn tls(mut self, config: rustls::ClientConfig) -> Self {
+        self.tls = Some(std::sync::Arc::new(config));
+        self
+    }
+
+    /// Connects with TLS, verifying the server against the public
+    /// certificate authorities (Mozilla's list, as browsers do): what
+    /// hosted PostgreSQL services with publicly signed certificates need.
+    pub fn tls_public_roots(self) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let config = rustls::ClientConfig::builder_with_provider(
+            rustls::crypto::ring::default_provider().into(),
+        )
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        self.tls(config)
     }
 
     /// The schema errands uses.
