@@ -138,14 +138,11 @@ pub(crate) fn parse_config(options: &PostgresOptions) -> Result<tokio_postgres::
     if config.get_application_name().is_none() {
         config.application_name("errands");
     }
-    // Plan every claim for its own bound values: after five runs PostgreSQL
-    // may switch a prepared statement to a generic plan, which for the
-    // claim's `run_at <= $5 … LIMIT $4` can be a scan of the whole table.
-    let options = match config.get_options() {
-        Some(given) => format!("{given} -c plan_cache_mode=force_custom_plan"),
-        None => "-c plan_cache_mode=force_custom_plan".to_string(),
-    };
-    config.options(options);
+    // Statements are prepared once per connection and, after a few runs,
+    // PostgreSQL plans them once (a generic plan): the claim's is the index
+    // scan in `run_at, id` order it needs. Forcing a plan per run
+    // (`plan_cache_mode=force_custom_plan`, tried against a feared scan)
+    // cost the drain its planning time: 0.56x raw with it, 0.63-0.73x without.
     Ok(config)
 }
 
