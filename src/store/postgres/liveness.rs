@@ -6,9 +6,12 @@
 //! instance's recovery pass finds the owner dead at once (no lease to wait
 //! out), exactly like the file lock on SQLite.
 //!
-//! The same connection `LISTEN`s on the schema's channel: every enqueue
-//! transaction `NOTIFY`s it once at commit with the queues it filled, so a
-//! job enqueued on one host starts on another within milliseconds.
+//! The same connection `LISTEN`s on the schema's channel: enqueues are
+//! announced there (by the enqueuer after its commits, or at the commit of
+//! an application's transaction), naming the queues filled and when their
+//! earliest job is due, so a job enqueued on one host starts on another
+//! within a millisecond or so. Once it holds its lock, the connection also
+//! lists this owner in `owners`, where other hosts' recovery looks.
 //!
 //! If the connection drops while the process lives (a network blip, a
 //! server restart), this owner is no longer provably alive: the instance

@@ -6,13 +6,15 @@
 //! connection and stopping an arbiter never kills one. Each call spawns
 //! there and the caller awaits the answer.
 //!
-//! - Enqueues are grouped into shared transactions with one `NOTIFY` each
-//!   (`enqueuer.rs`).
+//! - Enqueues are grouped into shared inserts, and other hosts are woken by
+//!   one `NOTIFY` per burst, sent after the commit (`enqueuer.rs`).
 //! - A dispatcher round is one transaction: marks, outcomes (one statement
-//!   per kind of outcome), then claims with `FOR UPDATE SKIP LOCKED`
-//!   (`writes.rs`).
+//!   per kind of outcome), then claims with `FOR UPDATE SKIP LOCKED`, sent
+//!   together with its `BEGIN` (`writes.rs`); four rounds may be in flight.
 //! - Liveness is a session advisory lock on a dedicated connection, which
-//!   also `LISTEN`s for other hosts' enqueues (`liveness.rs`).
+//!   also `LISTEN`s for other hosts' enqueues (`liveness.rs`); instances
+//!   are listed in `owners` for recovery.
+//! - TLS, when configured, for every connection (`tls.rs`).
 
 mod enqueuer;
 mod liveness;
@@ -67,7 +69,8 @@ impl Shared {
 pub(crate) struct PgStore {
     shared: Arc<Shared>,
     handle: tokio::runtime::Handle,
-    /// Shut down at close.
+    /// Shut down when the store is dropped (inspection still answers
+    /// after `close`).
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     enqueue: mpsc::UnboundedSender<enqueuer::Request>,
     liveness: Arc<Liveness>,
@@ -78,7 +81,7 @@ pub(crate) struct PgStore {
 
 /// Puts back what a round whose commit may or may not have happened
 /// claimed (see [`PgStore::finish_and_claim`]), trying until the server
-/// answers or the store closes.
+/// answers (or the store is dropped, and its runtime with it).
 async fn release_round(shared: Arc<Shared>, token: i64) {
     let mut delay = std::time::Duration::from_millis(50);
     loop {
@@ -95,7 +98,6 @@ async fn release_round(shared: Arc<Shared>, token: i64) {
                 );
                 return;
             }
-            Err(_) if shared.pool.is_closed() => return,
             Err(e) => {
                 log::warn!("errands: could not yet put back a cut-off round's claims: {e}");
                 tokio::time::sleep(delay).await;
