@@ -4,7 +4,8 @@
 //! work and returns; errands keeps the job on disk (one SQLite file, nothing
 //! to install), runs it on typed worker actors with per-kind concurrency
 //! limits, retries failures with backoff, survives `kill -9`, and tells you
-//! what happened.
+//! what happened. PostgreSQL ([`Builder::postgres`]) serves several hosts
+//! sharing one queue through the same API.
 //!
 //! ```no_run
 //! use errands::{Errands, Job, JobConfig, JobContext, JobResult};

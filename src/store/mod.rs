@@ -3,13 +3,15 @@
 //! The actors speak only [`Store`]: enqueue rows, finish attempts and claim
 //! new ones in one round trip, recover what dead processes left running, and
 //! answer the operator's questions. SQLite ([`sqlite::SqliteStore`]) is the
-//! embedded default; a PostgreSQL implementation for several hosts will sit
-//! beside it behind the same trait.
+//! embedded default; PostgreSQL ([`postgres::PgStore`]) serves several hosts
+//! behind the same trait, and one conformance suite (`tests/backends.rs`
+//! and the test files built with its `both!` macro) runs against both.
 //!
 //! What only one backend can do (run the application's SQL in the store's
 //! own transaction type) is not on the trait: [`Backend`] names the store
-//! by its type, so `ctx.transaction` reaches the SQLite store's typed
-//! method directly, without boxing its result or downcasting it.
+//! by its type, so `ctx.transaction` and `ctx.pg_transaction` (and the
+//! enqueues inside an application's transaction) reach each store's typed
+//! methods directly, without boxing a result or downcasting it.
 //!
 //! Every method returns a boxed future: the SQLite implementation runs its
 //! blocking calls on its own threads and answers through a channel, so no
