@@ -83,6 +83,8 @@ pub struct Builder {
     data: DataMap,
     problems: Vec<ConfigProblem>,
     clock: Arc<dyn Clock>,
+    /// A clock was given (`.clock()`): PostgreSQL then keeps to it.
+    clock_given: bool,
     poll_interval: Duration,
     recovery_interval: Duration,
     retain_completed: Option<Duration>,
@@ -100,6 +102,7 @@ impl Default for Builder {
             data: DataMap::default(),
             problems: Vec::new(),
             clock: Arc::new(SystemClock),
+            clock_given: false,
             poll_interval: Duration::from_secs(1),
             recovery_interval: Duration::from_secs(5),
             retain_completed: None,
@@ -228,6 +231,7 @@ impl Builder {
     /// in tests.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
+        self.clock_given = true;
         self
     }
 
@@ -381,7 +385,9 @@ impl Builder {
                 Backend::Sqlite(Arc::new(store))
             }
             StoreChoice::Postgres(options) => {
-                Backend::Postgres(Arc::new(PgStore::open(options, retain).await?))
+                let server_clock = options.server_clock.unwrap_or(!self.clock_given);
+                let clock = server_clock.then(|| self.clock.clone());
+                Backend::Postgres(Arc::new(PgStore::open(options, retain, clock).await?))
             }
         };
         let store = backend.store();

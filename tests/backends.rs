@@ -459,3 +459,81 @@ async fn postgres_a_delayed_job_from_another_instance_starts_on_time() {
     producer.shutdown(Duration::from_secs(10)).await.unwrap();
     worker.shutdown(Duration::from_secs(10)).await.unwrap();
 }
+
+/// A host clock `skew_ms` off the real one.
+struct Skewed(i64);
+
+impl errands::Clock for Skewed {
+    fn now_ms(&self) -> i64 {
+        errands::SystemClock.now_ms() + self.0
+    }
+}
+
+/// Start times of `Work` jobs, by id.
+#[derive(Default)]
+struct Started(Mutex<HashMap<i64, std::time::Instant>>);
+
+#[derive(Serialize, Deserialize)]
+struct Stamped;
+
+impl Job for Stamped {
+    const KIND: &'static str = "stamped";
+    async fn run(self, ctx: JobContext) -> JobResult {
+        let started = ctx.data::<Arc<Started>>()?;
+        started
+            .0
+            .lock()
+            .unwrap()
+            .insert(ctx.id(), std::time::Instant::now());
+        Ok(())
+    }
+}
+
+/// Hosts whose clocks are 10 s fast and 10 s slow each enqueue a job due
+/// in 500 ms; a third host runs both 500 ms after their enqueue, not 10 s
+/// late nor at once: what is due is decided by the server's clock.
+#[actix_rt::test]
+async fn postgres_hosts_with_skewed_clocks_agree_on_when_a_job_is_due() {
+    let store = TestStore::new(Backend::Postgres);
+    let started = Arc::new(Started::default());
+    let worker = store
+        .apply(Errands::builder())
+        .register::<Stamped>()
+        .data(started.clone())
+        .poll_interval(Duration::from_secs(3600))
+        .start()
+        .await
+        .unwrap();
+    let mut events = worker.subscribe();
+    let skewed = |skew_ms| {
+        Errands::builder()
+            .postgres_options(
+                errands::PostgresOptions::new(common::pg_url())
+                    .schema(store.schema.clone())
+                    .server_clock(true),
+            )
+            .clock(Skewed(skew_ms))
+            .start()
+    };
+    let fast = skewed(10_000).await.unwrap();
+    let slow = skewed(-10_000).await.unwrap();
+    let delay = Duration::from_millis(500);
+    let mut sent = HashMap::new();
+    for producer in [&fast, &slow] {
+        let at = std::time::Instant::now();
+        let id = producer.enqueue_in(Stamped, delay).await.unwrap();
+        sent.insert(id, at);
+    }
+    common::collect(&mut events, 2, |e| matches!(e, Event::Completed { .. })).await;
+    let started = started.0.lock().unwrap().clone();
+    for (id, at) in sent {
+        let waited = started[&id].duration_since(at);
+        assert!(
+            waited >= Duration::from_millis(490) && waited < Duration::from_secs(5),
+            "job {id} started {waited:?} after its enqueue, due after {delay:?}"
+        );
+    }
+    for errands in [fast, slow, worker] {
+        errands.shutdown(Duration::from_secs(10)).await.unwrap();
+    }
+}

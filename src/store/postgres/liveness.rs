@@ -102,6 +102,7 @@ pub(crate) async fn start(
     tls: Tls,
     schema: String,
     owner: Arc<str>,
+    time: Arc<super::server_clock::ServerClock>,
 ) -> Result<(Arc<Liveness>, tokio::task::JoinHandle<()>)> {
     let liveness = Arc::new(Liveness {
         held: AtomicBool::new(false),
@@ -114,6 +115,7 @@ pub(crate) async fn start(
         tls,
         schema,
         owner,
+        time,
     };
     let first = session.connect().await?;
     liveness.held.store(true, Ordering::Release);
@@ -127,6 +129,8 @@ struct Session {
     tls: Tls,
     schema: String,
     owner: Arc<str>,
+    /// Notifications name server times; the engine wants local ones.
+    time: Arc<super::server_clock::ServerClock>,
 }
 
 /// An open liveness connection: dropping the client closes it (and frees
@@ -217,7 +221,7 @@ async fn keep(first: Connected, session: Session, liveness: Arc<Liveness>) {
                 let mut parts = line.rsplitn(2, ' ');
                 let due = parts.next().and_then(|t| t.parse::<i64>().ok());
                 if let (Some(due), Some(queue)) = (due, parts.next()) {
-                    liveness.wake(Wakeup::Queue(queue, due));
+                    liveness.wake(Wakeup::Queue(queue, session.time.to_local(due)));
                 }
             }
         }

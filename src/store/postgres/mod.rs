@@ -21,6 +21,7 @@ mod liveness;
 mod options;
 mod reads;
 mod schema;
+mod server_clock;
 mod tls;
 mod writes;
 
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) schema: String,
     owner: Arc<str>,
     retain_completed: bool,
+    /// Translates between the engine's clock and the server's.
+    time: Arc<server_clock::ServerClock>,
 }
 
 impl Shared {
@@ -151,7 +154,13 @@ pub(crate) fn parse_config(options: &PostgresOptions) -> Result<tokio_postgres::
 impl PgStore {
     /// Connects, migrates the schema and takes this owner's liveness lock.
     /// Every failure here is an error from `start()`.
-    pub(crate) async fn open(options: PostgresOptions, retain_completed: bool) -> Result<PgStore> {
+    /// With `clock`, what is due follows the server's clock (see
+    /// `server_clock.rs`); without, the engine's own.
+    pub(crate) async fn open(
+        options: PostgresOptions,
+        retain_completed: bool,
+        clock: Option<Arc<dyn crate::clock::Clock>>,
+    ) -> Result<PgStore> {
         let config = parse_config(&options).map_err(|message| {
             Error::Config(vec![crate::ConfigProblem::InvalidPostgresUrl { message }])
         })?;
@@ -161,7 +170,8 @@ impl PgStore {
             .enable_all()
             .build()?;
         let handle = runtime.handle().clone();
-        let opened = handle.spawn(Self::connect(config, options, retain_completed));
+        let time = Arc::new(server_clock::ServerClock::new(clock));
+        let opened = handle.spawn(Self::connect(config, options, retain_completed, time));
         match opened.await {
             Ok(Ok((shared, liveness, liveness_task))) => {
                 let enqueue = {
@@ -192,6 +202,7 @@ impl PgStore {
         config: tokio_postgres::Config,
         options: PostgresOptions,
         retain_completed: bool,
+        time: Arc<server_clock::ServerClock>,
     ) -> Result<(Arc<Shared>, Arc<Liveness>, tokio::task::JoinHandle<()>)> {
         let target = target(&config);
         let refused = |e: StoreError| Error::Connect {
@@ -206,6 +217,7 @@ impl PgStore {
             other => other,
         })?;
         schema::migrate(&mut client, &options.schema).await?;
+        time.measure(&client).await?;
         drop(client);
 
         let manager = tls.manager(
@@ -224,17 +236,24 @@ impl PgStore {
             .build()
             .map_err(|e| refused(std::io::Error::other(e.to_string()).into()))?;
         let owner: Arc<str> = crate::store::new_owner_id().into();
-        let (liveness, task) = liveness::start(config, tls, options.schema.clone(), owner.clone())
-            .await
-            .map_err(|e| match e {
-                Error::Store(e) => refused(e),
-                other => other,
-            })?;
+        let (liveness, task) = liveness::start(
+            config,
+            tls,
+            options.schema.clone(),
+            owner.clone(),
+            time.clone(),
+        )
+        .await
+        .map_err(|e| match e {
+            Error::Store(e) => refused(e),
+            other => other,
+        })?;
         let shared = Arc::new(Shared {
             pool,
             schema: options.schema,
             owner,
             retain_completed,
+            time,
         });
         Ok((shared, liveness, task))
     }
@@ -289,6 +308,15 @@ impl PgStore {
         jobs: &[NewJob],
     ) -> Result<Vec<i64>> {
         let s = &self.shared.schema;
+        let time = &self.shared.time;
+        let jobs: Vec<NewJob> = jobs
+            .iter()
+            .map(|job| NewJob {
+                run_at: time.to_server(job.run_at),
+                created_at: time.to_server(job.created_at),
+                ..job.clone()
+            })
+            .collect();
         let jobs: Vec<&NewJob> = jobs.iter().collect();
         let ids = enqueuer::insert_with(tx, enqueuer::insert_sql(s).as_str(), &jobs).await?;
         let mut earliest: std::collections::BTreeMap<&str, i64> = Default::default();
@@ -332,6 +360,7 @@ impl PgStore {
         let tx = client.transaction().await?;
         let value = work(&tx).await?;
         let s = &self.shared.schema;
+        let now = self.shared.time.to_server(now);
         writes::save_checkpoint(&tx, s, &self.shared.owner, id, attempt, &checkpoint, now).await?;
         tx.commit().await?;
         Ok(value)
@@ -361,6 +390,15 @@ impl Store for PgStore {
     }
 
     fn enqueue(&self, jobs: Vec<NewJob>) -> StoreFuture<Vec<i64>> {
+        let time = &self.shared.time;
+        let jobs = jobs
+            .into_iter()
+            .map(|job| NewJob {
+                run_at: time.to_server(job.run_at),
+                created_at: time.to_server(job.created_at),
+                ..job
+            })
+            .collect();
         let (reply, answer) = oneshot::channel();
         let sent = self.enqueue.send(enqueuer::Request { jobs, reply });
         Box::pin(async move {
@@ -377,7 +415,14 @@ impl Store for PgStore {
     /// not counted) once the server answers again. Outcomes and marks need
     /// nothing: the dispatcher writes them again, and a second write of an
     /// outcome that did commit changes nothing.
-    fn finish_and_claim(&self, batch: FinishAndClaim) -> StoreFuture<FinishedAndClaimed> {
+    fn finish_and_claim(&self, mut batch: FinishAndClaim) -> StoreFuture<FinishedAndClaimed> {
+        let time = &self.shared.time;
+        batch.now = time.to_server(batch.now);
+        for finished in &mut batch.finished {
+            if let crate::store::Outcome::Retry { run_at, .. } = &mut finished.outcome {
+                *run_at = time.to_server(*run_at);
+            }
+        }
         let claim = self.liveness.is_held();
         let shared = self.shared.clone();
         let token = fastrand::i64(..);
@@ -418,14 +463,14 @@ impl Store for PgStore {
         })
     }
 
+    /// Also measures the distance to the server's clock again.
     fn recover_orphans(&self, now: i64) -> StoreFuture<usize> {
         self.in_transaction(move |tx, shared| {
-            Box::pin(writes::recover_orphans(
-                tx,
-                &shared.schema,
-                &shared.owner,
-                now,
-            ))
+            Box::pin(async move {
+                shared.time.measure(&**tx).await?;
+                let now = shared.time.to_server(now);
+                writes::recover_orphans(tx, &shared.schema, &shared.owner, now).await
+            })
         })
     }
 
@@ -433,7 +478,9 @@ impl Store for PgStore {
         let shared = self.shared.clone();
         self.spawn(async move {
             let client = shared.client().await?;
-            reads::next_run_at(&**client, &shared.schema, &kinds, after).await
+            let after = shared.time.to_server(after);
+            let next = reads::next_run_at(&**client, &shared.schema, &kinds, after).await?;
+            Ok(next.map(|at| shared.time.to_local(at)))
         })
     }
 
@@ -441,7 +488,7 @@ impl Store for PgStore {
         let shared = self.shared.clone();
         self.spawn(async move {
             let client = shared.client().await?;
-            reads::counts(&**client, &shared.schema, now).await
+            reads::counts(&**client, &shared.schema, shared.time.to_server(now)).await
         })
     }
 
@@ -449,7 +496,9 @@ impl Store for PgStore {
         let shared = self.shared.clone();
         self.spawn(async move {
             let client = shared.client().await?;
-            reads::job(&**client, &shared.schema, id, now).await
+            let now = shared.time.to_server(now);
+            let info = reads::job(&**client, &shared.schema, id, now).await?;
+            Ok(info.map(|info| shared.time.localize(info)))
         })
     }
 
@@ -457,7 +506,13 @@ impl Store for PgStore {
         let shared = self.shared.clone();
         self.spawn(async move {
             let client = shared.client().await?;
-            reads::status(&**client, &shared.schema, id, now).await
+            let now = shared.time.to_server(now);
+            Ok(
+                match reads::status(&**client, &shared.schema, id, now).await? {
+                    JobStatus::Stored(info) => JobStatus::Stored(shared.time.localize(info)),
+                    other => other,
+                },
+            )
         })
     }
 
@@ -465,13 +520,20 @@ impl Store for PgStore {
         let shared = self.shared.clone();
         self.spawn(async move {
             let client = shared.client().await?;
-            reads::dead_jobs(&**client, &shared.schema, queue.as_deref(), limit).await
+            let dead = reads::dead_jobs(&**client, &shared.schema, queue.as_deref(), limit).await?;
+            Ok(dead
+                .into_iter()
+                .map(|info| shared.time.localize(info))
+                .collect())
         })
     }
 
     fn requeue(&self, target: DeadTarget, now: i64) -> StoreFuture<u64> {
         self.in_transaction(move |tx, shared| {
-            Box::pin(async move { writes::requeue(tx, &shared.schema, &target, now).await })
+            Box::pin(async move {
+                let now = shared.time.to_server(now);
+                writes::requeue(tx, &shared.schema, &target, now).await
+            })
         })
     }
 
@@ -489,7 +551,11 @@ impl Store for PgStore {
 
     fn prune_completed(&self, before: i64) -> StoreFuture<u64> {
         self.in_transaction(move |tx, shared| {
-            Box::pin(writes::prune_completed(tx, &shared.schema, before))
+            Box::pin(writes::prune_completed(
+                tx,
+                &shared.schema,
+                shared.time.to_server(before),
+            ))
         })
     }
 

@@ -21,6 +21,7 @@ pub struct PostgresOptions {
     pub(crate) pool_size: usize,
     pub(crate) connect_timeout: Duration,
     pub(crate) tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    pub(crate) server_clock: Option<bool>,
 }
 
 /// Where the connection settings come from.
@@ -54,6 +55,7 @@ impl PostgresOptions {
             pool_size: 16,
             connect_timeout: Duration::from_secs(5),
             tls: None,
+            server_clock: None,
         }
     }
 
@@ -122,6 +124,18 @@ impl PostgresOptions {
         .with_root_certificates(roots)
         .with_no_client_auth();
         self.tls(config)
+    }
+
+    /// Whether what is due is decided by the server's clock (default: yes,
+    /// unless the builder was given a clock of its own, such as a
+    /// [`ManualClock`](crate::ManualClock) in tests). Hosts' clocks drift;
+    /// the server's is one clock for all of them. Each instance measures
+    /// how far its clock is from the server's at start and at every
+    /// recovery pass, and translates: a job enqueued "in 60 s" on a host
+    /// whose clock is 2 s fast still comes due 60 s later for every host.
+    pub fn server_clock(mut self, yes: bool) -> Self {
+        self.server_clock = Some(yes);
+        self
     }
 
     /// The schema errands uses.

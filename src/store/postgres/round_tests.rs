@@ -17,9 +17,13 @@ fn url() -> String {
 async fn a_cut_off_rounds_claims_are_put_back_by_token() {
     let schema = format!("round_{}_{:08x}", std::process::id(), fastrand::u32(..));
     let store = Arc::new(
-        PgStore::open(PostgresOptions::new(url()).schema(schema.clone()), false)
-            .await
-            .unwrap(),
+        PgStore::open(
+            PostgresOptions::new(url()).schema(schema.clone()),
+            false,
+            None,
+        )
+        .await
+        .unwrap(),
     );
     let job = |n: u8| NewJob {
         queue: "q",
