@@ -238,7 +238,13 @@ impl Dispatcher {
     /// not just the statement, so the split has to happen here.
     fn send_isolated(&mut self, ctx: &mut Context<Self>) -> bool {
         if self.in_flight > 0 || self.pending.is_empty() {
+            // Marks alone only once due (a request without them would
+            // carry nothing, and be sent again at its answer).
             if !self.marks.is_empty() && self.in_flight == 0 {
+                if !self.marks_due {
+                    self.arm_mark_timer(ctx);
+                    return false;
+                }
                 self.send(Vec::new(), Vec::new(), ctx);
                 return true;
             }
