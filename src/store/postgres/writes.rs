@@ -210,59 +210,64 @@ async fn claim_kind(
     let (n, start_now) = within_global_limit(tx, s, batch.queue, request).await?;
     let request = &Claim { n, ..*request };
     let start_now = start_now.min(request.n);
+    if request.n == 0 {
+        return Ok(out);
+    }
+    // One statement: the first `start_now` rows in claim order are marked
+    // started, the rest claimed ahead. (Two statements, as SQLite has it,
+    // each see their own snapshot here: rows committed between them went
+    // "ahead" although a slot was free, and read as claimed while they ran.)
     let stmt = tx
         .prepare_cached(&format!(
             "UPDATE {s}.jobs j
                 SET state = 'running', owner = $1, attempts = j.attempts + 1,
-                    started_at = CASE WHEN $6 OR j.refunded > 0 THEN $5::int8 END,
+                    started_at = CASE WHEN c.n <= $6 OR j.refunded > 0 THEN $5::int8 END,
                     claim_token = $7, global_slot = $8
-               FROM (SELECT id FROM {s}.jobs
-                      WHERE queue = $2 AND kind = $3 AND state = 'available' AND run_at <= $5
-                      ORDER BY run_at, id LIMIT $4
-                      FOR UPDATE SKIP LOCKED) c
+               FROM (SELECT id, row_number() OVER (ORDER BY run_at, id) AS n
+                       FROM (SELECT id, run_at FROM {s}.jobs
+                              WHERE queue = $2 AND kind = $3 AND state = 'available'
+                                AND run_at <= $5
+                              ORDER BY run_at, id LIMIT $4
+                              FOR UPDATE SKIP LOCKED) ready) c
               WHERE j.id = c.id
               RETURNING j.id, j.payload, j.attempts, j.max_attempts + j.refunded, j.checkpoint,
                         j.started_at IS NOT NULL, j.run_at"
         ))
         .await?;
-    for (start, limit) in [(true, start_now), (false, request.n - start_now)] {
-        if limit == 0 {
-            continue;
-        }
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = tx
-            .query(
-                &stmt,
-                &[
-                    &owner,
-                    &batch.queue,
-                    &request.kind,
-                    &limit,
-                    &batch.now,
-                    &start,
-                    &token,
-                    &request.global_limit.is_some(),
-                ],
-            )
-            .await?;
-        let mut claimed: Vec<(i64, ClaimedJob)> = rows
-            .iter()
-            .map(|row| {
-                let job = ClaimedJob {
-                    id: row.get(0),
-                    kind: request.kind,
-                    payload: row.get(1),
-                    attempt: row.get::<_, i32>(2).max(0) as u32,
-                    max_attempts: row.get::<_, i32>(3).max(0) as u32,
-                    checkpoint: row.get(4),
-                    marked: row.get(5),
-                };
-                (row.get::<_, i64>(6), job)
-            })
-            .collect();
-        claimed.sort_by_key(|(run_at, job)| (*run_at, job.id));
-        out.extend(claimed.into_iter().map(|(_, job)| job));
-    }
+    let limit = i64::try_from(request.n).unwrap_or(i64::MAX);
+    let start_now = i64::try_from(start_now).unwrap_or(i64::MAX);
+    let rows = tx
+        .query(
+            &stmt,
+            &[
+                &owner,
+                &batch.queue,
+                &request.kind,
+                &limit,
+                &batch.now,
+                &start_now,
+                &token,
+                &request.global_limit.is_some(),
+            ],
+        )
+        .await?;
+    let mut claimed: Vec<(i64, ClaimedJob)> = rows
+        .iter()
+        .map(|row| {
+            let job = ClaimedJob {
+                id: row.get(0),
+                kind: request.kind,
+                payload: row.get(1),
+                attempt: row.get::<_, i32>(2).max(0) as u32,
+                max_attempts: row.get::<_, i32>(3).max(0) as u32,
+                checkpoint: row.get(4),
+                marked: row.get(5),
+            };
+            (row.get::<_, i64>(6), job)
+        })
+        .collect();
+    claimed.sort_by_key(|(run_at, job)| (*run_at, job.id));
+    out.extend(claimed.into_iter().map(|(_, job)| job));
     Ok(out)
 }
 
