@@ -16,6 +16,7 @@
 //!   are listed in `owners` for recovery.
 //! - TLS, when configured, for every connection (`tls.rs`).
 
+mod cut_off;
 mod enqueuer;
 mod liveness;
 mod options;
@@ -35,8 +36,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use liveness::Liveness;
 pub(crate) use liveness::Wakeup;
-pub(crate) use options::valid_schema_name;
-use options::ConfigSource;
+use options::target;
+pub(crate) use options::{parse_config, valid_schema_name};
 pub use options::{PostgresOptions, DEFAULT_PG_SCHEMA};
 
 use super::{DeadTarget, FinishAndClaim, FinishedAndClaimed, NewJob, Store, StoreFuture};
@@ -80,75 +81,6 @@ pub(crate) struct PgStore {
     /// The liveness task, awaited at close so that the lock is gone when
     /// close returns.
     liveness_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-/// Puts back what a round whose commit may or may not have happened
-/// claimed (see [`PgStore::finish_and_claim`]), trying until the server
-/// answers (or the store is dropped, and its runtime with it).
-async fn release_round(shared: Arc<Shared>, token: i64) {
-    let mut delay = std::time::Duration::from_millis(50);
-    loop {
-        let released = async {
-            let client = shared.client().await?;
-            writes::release_round(&**client, &shared.schema, &shared.owner, token).await
-        }
-        .await;
-        match released {
-            Ok(0) => return,
-            Ok(n) => {
-                log::warn!(
-                    "errands: put back {n} jobs claimed by a round whose commit was cut off"
-                );
-                return;
-            }
-            Err(e) => {
-                log::warn!("errands: could not yet put back a cut-off round's claims: {e}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(2));
-            }
-        }
-    }
-}
-
-/// Host, port and database of a configuration, for messages (never the
-/// password).
-fn target(config: &tokio_postgres::Config) -> String {
-    let hosts: Vec<String> = config
-        .get_hosts()
-        .iter()
-        .map(|h| match h {
-            tokio_postgres::config::Host::Tcp(name) => name.clone(),
-            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
-        })
-        .collect();
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let db = config
-        .get_dbname()
-        .or(config.get_user())
-        .unwrap_or("(default)");
-    format!("{}:{port}/{db}", hosts.join(","))
-}
-
-/// Parses the connection settings (a bad string is a configuration problem).
-pub(crate) fn parse_config(options: &PostgresOptions) -> Result<tokio_postgres::Config, String> {
-    let mut config = match &options.source {
-        ConfigSource::Url(url) => url
-            .parse::<tokio_postgres::Config>()
-            .map_err(|e| e.to_string())?,
-        ConfigSource::Config(config) => (**config).clone(),
-    };
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(options.connect_timeout);
-    }
-    if config.get_application_name().is_none() {
-        config.application_name("errands");
-    }
-    // Statements are prepared once per connection and, after a few runs,
-    // PostgreSQL plans them once (a generic plan): the claim's is the index
-    // scan in `run_at, id` order it needs. Forcing a plan per run
-    // (`plan_cache_mode=force_custom_plan`, tried against a feared scan)
-    // cost the drain its planning time: 0.56x raw with it, 0.63-0.73x without.
-    Ok(config)
 }
 
 impl PgStore {
@@ -455,7 +387,7 @@ impl Store for PgStore {
                 Err(e) => {
                     let _ = deadpool_postgres::Object::take(client);
                     if !answer.claimed.is_empty() {
-                        tokio::spawn(release_round(shared.clone(), token));
+                        tokio::spawn(cut_off::release_round(shared.clone(), token));
                     }
                     Err(e.into())
                 }

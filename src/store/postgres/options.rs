@@ -153,3 +153,44 @@ pub(crate) fn valid_schema_name(name: &str) -> bool {
         && name.len() <= 63
         && !name.starts_with("pg_")
 }
+
+/// Host, port and database of a configuration, for messages (never the
+/// password).
+pub(crate) fn target(config: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config
+        .get_dbname()
+        .or(config.get_user())
+        .unwrap_or("(default)");
+    format!("{}:{port}/{db}", hosts.join(","))
+}
+
+/// Parses the connection settings (a bad string is a configuration problem).
+pub(crate) fn parse_config(options: &PostgresOptions) -> Result<tokio_postgres::Config, String> {
+    let mut config = match &options.source {
+        ConfigSource::Url(url) => url
+            .parse::<tokio_postgres::Config>()
+            .map_err(|e| e.to_string())?,
+        ConfigSource::Config(config) => (**config).clone(),
+    };
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(options.connect_timeout);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("errands");
+    }
+    // Statements are prepared once per connection and, after a few runs,
+    // PostgreSQL plans them once (a generic plan): the claim's is the index
+    // scan in `run_at, id` order it needs. Forcing a plan per run
+    // (`plan_cache_mode=force_custom_plan`, tried against a feared scan)
+    // cost the drain its planning time: 0.56x raw with it, 0.63-0.73x without.
+    Ok(config)
+}
