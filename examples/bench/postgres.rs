@@ -37,15 +37,8 @@ async fn fresh(schema: &str) {
         .unwrap();
 }
 
-fn options(schema: &str) -> PostgresOptions {
-    PostgresOptions::new(url()).schema(schema)
-}
-
-/// errands: `n` no-op jobs enqueued in batches of 10,000, then drained
-/// with `concurrency`. Jobs per second of the drain.
-pub async fn drain(n: usize, concurrency: usize) -> f64 {
-    let schema = "errands_bench_drain";
-    fresh(schema).await;
+/// Enqueues `n` no-op jobs in batches of 10,000, with no worker running.
+async fn fill(schema: &str, n: usize) {
     let producer = Errands::builder()
         .postgres_options(options(schema))
         .start()
@@ -61,6 +54,18 @@ pub async fn drain(n: usize, concurrency: usize) -> f64 {
         left -= take;
     }
     producer.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+fn options(schema: &str) -> PostgresOptions {
+    PostgresOptions::new(url()).schema(schema)
+}
+
+/// errands: `n` no-op jobs enqueued in batches of 10,000, then drained
+/// with `concurrency`. Jobs per second of the drain.
+pub async fn drain(n: usize, concurrency: usize) -> f64 {
+    let schema = "errands_bench_drain";
+    fresh(schema).await;
+    fill(schema, n).await;
     let done = Arc::new(Done::default());
     done.expect(n as u64);
     let start = Instant::now();
@@ -340,21 +345,7 @@ pub fn drain_child(schema: &str, concurrency: usize) {
 pub async fn drain_four_processes(n: usize, concurrency: usize) -> f64 {
     let schema = "errands_bench_drain4";
     fresh(schema).await;
-    let producer = Errands::builder()
-        .postgres_options(options(schema))
-        .start()
-        .await
-        .unwrap();
-    let mut left = n;
-    while left > 0 {
-        let take = left.min(10_000);
-        producer
-            .enqueue_many((0..take).map(|_| Noop))
-            .await
-            .unwrap();
-        left -= take;
-    }
-    producer.shutdown(Duration::from_secs(5)).await.unwrap();
+    fill(schema, n).await;
     let exe = std::env::current_exe().unwrap();
     let start = Instant::now();
     let children: Vec<std::process::Child> = (0..4)
