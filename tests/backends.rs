@@ -274,13 +274,9 @@ async fn a_second_instance_runs_what_the_first_enqueued(backend: Backend) {
 }
 both!(a_second_instance_runs_what_the_first_enqueued);
 
-/// On PostgreSQL a job enqueued by one instance wakes another at once
-/// (`NOTIFY` at the enqueue's commit, `LISTEN` on each instance): the
-/// worker here polls only once an hour, so without the notification the
-/// job would wait an hour and the test would time out.
-#[actix_rt::test]
-async fn postgres_enqueue_on_one_instance_wakes_another() {
-    let store = TestStore::new(Backend::Postgres);
+/// A `Work` instance that polls once an hour: a job it starts soon was
+/// started by a wake-up from another instance.
+async fn hourly_worker(store: &TestStore) -> (Errands, Arc<Runs>) {
     let runs = Arc::new(Runs::default());
     let worker = store
         .apply(Errands::builder())
@@ -290,6 +286,17 @@ async fn postgres_enqueue_on_one_instance_wakes_another() {
         .start()
         .await
         .unwrap();
+    (worker, runs)
+}
+
+/// On PostgreSQL a job enqueued by one instance wakes another at once
+/// (`NOTIFY` at the enqueue's commit, `LISTEN` on each instance): the
+/// worker here polls only once an hour, so without the notification the
+/// job would wait an hour and the test would time out.
+#[actix_rt::test]
+async fn postgres_enqueue_on_one_instance_wakes_another() {
+    let store = TestStore::new(Backend::Postgres);
+    let (worker, _runs) = hourly_worker(&store).await;
     let mut events = worker.subscribe();
     let producer = store.apply(Errands::builder()).start().await.unwrap();
     for n in 0..5 {
@@ -436,15 +443,7 @@ both!(a_global_limit_holds_across_instances);
 #[actix_rt::test]
 async fn postgres_a_delayed_job_from_another_instance_starts_on_time() {
     let store = TestStore::new(Backend::Postgres);
-    let runs = Arc::new(Runs::default());
-    let worker = store
-        .apply(Errands::builder())
-        .register::<Work>()
-        .data(runs.clone())
-        .poll_interval(Duration::from_secs(3600))
-        .start()
-        .await
-        .unwrap();
+    let (worker, _runs) = hourly_worker(&store).await;
     let mut events = worker.subscribe();
     let producer = store.apply(Errands::builder()).start().await.unwrap();
     let delay = Duration::from_millis(300);

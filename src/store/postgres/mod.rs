@@ -339,14 +339,9 @@ impl Store for PgStore {
         })
     }
 
-    /// One round in one transaction. If the connection dies while the
-    /// commit is on its way, whether it committed is unknown: the rows it
-    /// claimed may now be this owner's, running, with no handler that will
-    /// ever finish them. Each round's claims carry a random token, and
-    /// such a round's claims are put back (by token, not started, attempt
-    /// not counted) once the server answers again. Outcomes and marks need
-    /// nothing: the dispatcher writes them again, and a second write of an
-    /// outcome that did commit changes nothing.
+    /// One round in one transaction, its `BEGIN` sent with its statements.
+    /// A round whose `COMMIT` is cut off puts back what it may have
+    /// claimed (`cut_off.rs`).
     fn finish_and_claim(&self, mut batch: FinishAndClaim) -> StoreFuture<FinishedAndClaimed> {
         let time = &self.shared.time;
         batch.now = time.to_server(batch.now);
