@@ -10,10 +10,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::actors::supervisor::Retention;
 use crate::actors::tree::{self, QueuePlan, StartWorker};
 use crate::actors::worker::start_worker;
 use crate::client::{Errands, KindInfo};
-use crate::clock::{ms_before, Clock, SystemClock};
+use crate::clock::{Clock, SystemClock};
 use crate::config::JobConfig;
 use crate::config_problem::{ConfigProblem, MAX_BUSY_TIMEOUT, MAX_CONCURRENCY, MAX_EVENT_CAPACITY};
 use crate::context::DataMap;
@@ -88,6 +89,7 @@ pub struct Builder {
     poll_interval: Duration,
     recovery_interval: Duration,
     retain_completed: Option<Duration>,
+    retain_dead: Option<Duration>,
     event_capacity: usize,
     worker_threads: usize,
 }
@@ -106,6 +108,7 @@ impl Default for Builder {
             poll_interval: Duration::from_secs(1),
             recovery_interval: Duration::from_secs(5),
             retain_completed: None,
+            retain_dead: None,
             event_capacity: 4096,
             worker_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
@@ -193,6 +196,18 @@ impl Builder {
         if config.max_attempts == 0 {
             self.problems.push(ConfigProblem::ZeroMaxAttempts { kind });
         }
+        if config
+            .rate_limit
+            .is_some_and(|(n, per)| n == 0 || per < Duration::from_millis(1))
+        {
+            self.problems.push(ConfigProblem::ZeroRateLimit { kind });
+        }
+        if let Some((min, max)) = config.adaptive {
+            if min == 0 || min > max || max > MAX_CONCURRENCY {
+                self.problems
+                    .push(ConfigProblem::InvalidAdaptiveRange { kind, min, max });
+            }
+        }
         if self.registrations.iter().any(|r| r.kind == kind) {
             self.problems.push(ConfigProblem::DuplicateKind { kind });
         }
@@ -256,6 +271,28 @@ impl Builder {
     /// minute). `Duration::MAX` keeps them for good.
     pub fn retain_completed(mut self, retention: Duration) -> Self {
         self.retain_completed = Some(retention);
+        self
+    }
+
+    /// Deletes dead and cancelled jobs this long after they ended (by
+    /// default they are kept until requeued or purged). Pruned at start and
+    /// then every tenth of the retention (1 s to 60 s), a thousand jobs per
+    /// transaction so that a large backlog never holds up enqueues; each
+    /// leaves a tombstone, so [`Errands::status`](crate::Errands::status)
+    /// then answers `Purged` (dead) or `Cancelled`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> errands::Result<()> {
+    /// use std::time::Duration;
+    /// let errands = errands::Errands::builder()
+    ///     .sqlite("jobs.db")
+    ///     .retain_dead(Duration::from_secs(14 * 24 * 3600))
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn retain_dead(mut self, retention: Duration) -> Self {
+        self.retain_dead = Some(retention);
         self
     }
 
@@ -395,12 +432,9 @@ impl Builder {
         if recovered > 0 {
             log::info!("errands: put {recovered} interrupted jobs back in the queue");
         }
-        if let Some(retention) = self.retain_completed {
-            // Pruned at start too, so a restart cleans up at once; then every
-            // tenth of the retention (1 s to 60 s) by the supervisor.
-            let before = ms_before(self.clock.now_ms(), retention);
-            store.prune_completed(before).await?;
-        }
+        // The stored knobs (overrides, pauses, throttles) are in force from
+        // the first claim.
+        let controls = store.controls(None).await?;
 
         let shared = Arc::new(Engine::new(
             backend,
@@ -429,13 +463,22 @@ impl Builder {
             });
         }
 
+        let retention = Retention {
+            completed: self.retain_completed,
+            dead: self.retain_dead,
+        };
+        // Pruned at start too, so a restart cleans up at once; then every
+        // tenth of the retention (1 s to 60 s) by the supervisor.
+        crate::actors::retention::prune(shared.clone(), retention).await?;
+
         let queues = self.queue_plans();
         let supervisor = tree::start(
             shared.clone(),
             queues,
             self.worker_threads,
             self.recovery_interval,
-            self.retain_completed,
+            retention,
+            controls,
         );
 
         let kinds = self
@@ -445,6 +488,7 @@ impl Builder {
                 (
                     r.kind,
                     KindInfo {
+                        queue: r.queue,
                         max_attempts: r.config.max_attempts,
                     },
                 )

@@ -43,6 +43,7 @@ impl From<&NewJob> for Announced {
 
 /// What the handle knows about a kind registered in this process.
 pub(crate) struct KindInfo {
+    pub queue: &'static str,
     pub max_attempts: u32,
 }
 
@@ -123,6 +124,14 @@ impl Errands {
     /// The engine behind this handle.
     pub(crate) fn engine(&self) -> &Engine {
         &self.inner.shared
+    }
+
+    /// A kind registered in this process: its static name and queue.
+    pub(crate) fn registered_kind(&self, kind: &str) -> Option<(&'static str, &'static str)> {
+        self.inner
+            .kinds
+            .get_key_value(kind)
+            .map(|(name, info)| (*name, info.queue))
     }
 
     pub(crate) fn check_open(&self) -> Result<()> {
@@ -326,7 +335,11 @@ impl Errands {
         Ok(n)
     }
 
-    /// Deletes one dead job for good.
+    /// Deletes one job that is not running, for good: a dead one
+    /// (`status(id)` then answers `Purged`), a cancelled one, or one still
+    /// waiting (both then answer `Cancelled`). Unlike
+    /// [`Errands::cancel`], which keeps the row, a delete needs no room:
+    /// on a full database it is how an operator frees space.
     pub async fn purge(&self, id: i64) -> Result<()> {
         self.inner
             .shared
@@ -340,11 +353,6 @@ impl Errands {
     pub async fn purge_dead(&self, queue: Option<&str>) -> Result<u64> {
         let target = queue.map_or(DeadTarget::All, |q| DeadTarget::Queue(q.into()));
         self.inner.shared.store.purge(target).await
-    }
-
-    /// Deletes a job that has not started yet (scheduled or available).
-    pub async fn cancel(&self, id: i64) -> Result<()> {
-        self.inner.shared.store.cancel(id).await
     }
 
     /// Subscribes to committed outcomes ([`Event`](crate::Event)s).

@@ -108,7 +108,14 @@ pub struct JobConfig {
     pub(crate) timeout: Option<Duration>,
     pub(crate) prefetch: Option<usize>,
     pub(crate) global_concurrency: Option<usize>,
+    pub(crate) rate_limit: Option<(usize, Duration)>,
+    pub(crate) adaptive: Option<(usize, usize)>,
+    pub(crate) cancel_grace: Duration,
 }
+
+/// How long a cancelled job's handler may take to stop by default
+/// ([`JobConfig::cancel_grace`]).
+pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 impl Default for JobConfig {
     fn default() -> Self {
@@ -119,6 +126,9 @@ impl Default for JobConfig {
             timeout: None,
             prefetch: None,
             global_concurrency: None,
+            rate_limit: None,
+            adaptive: None,
+            cancel_grace: DEFAULT_CANCEL_GRACE,
         }
     }
 }
@@ -190,6 +200,65 @@ impl JobConfig {
     /// ```
     pub fn global_concurrency(mut self, n: usize) -> Self {
         self.global_concurrency = Some(n);
+        self
+    }
+
+    /// No more than `n` jobs of the type start in any window of `per`, in
+    /// this instance (both ≥ 1; [`Builder::start`](crate::Builder::start)
+    /// refuses 0). Jobs wait in the queue, not in memory: a rate-limited
+    /// kind claims no more than its window lets start.
+    ///
+    /// ```
+    /// use errands::JobConfig;
+    /// use std::time::Duration;
+    /// // The SMS gateway allows ten messages a second.
+    /// let config = JobConfig::new().rate_limit(10, Duration::from_secs(1));
+    /// assert_eq!(config.rate(), Some((10, Duration::from_secs(1))));
+    /// ```
+    pub fn rate_limit(mut self, n: usize, per: Duration) -> Self {
+        self.rate_limit = Some((n, per));
+        self
+    }
+
+    /// The configured rate limit, if any: `(n, per)`.
+    pub fn rate(&self) -> Option<(usize, Duration)> {
+        self.rate_limit
+    }
+
+    /// Lets errands move the type's limit in this instance within
+    /// `range`: down by a quarter when attempts time out or throttle
+    /// ([`JobError::throttle`](crate::JobError::throttle)), up by one after
+    /// a limit's worth of successes. It starts at the top of the range
+    /// (which becomes the [`JobConfig::concurrency`]). A stored override
+    /// ([`Errands::set_concurrency`](crate::Errands::set_concurrency)) wins
+    /// until reset. Each move is an
+    /// [`Event::ConcurrencyChanged`](crate::Event::ConcurrencyChanged) and
+    /// shows in [`Errands::controls`](crate::Errands::controls).
+    ///
+    /// ```
+    /// use errands::JobConfig;
+    /// use std::time::Duration;
+    /// let config = JobConfig::new().adaptive(2..=16).timeout(Duration::from_secs(30));
+    /// assert_eq!(config.concurrency_limit(), 16);
+    /// assert_eq!(config.adaptive_range(), Some(2..=16));
+    /// ```
+    pub fn adaptive(mut self, range: std::ops::RangeInclusive<usize>) -> Self {
+        let (min, max) = range.into_inner();
+        self.adaptive = Some((min, max));
+        self.concurrency = max;
+        self
+    }
+
+    /// The adaptive range, if any.
+    pub fn adaptive_range(&self) -> Option<std::ops::RangeInclusive<usize>> {
+        self.adaptive.map(|(min, max)| min..=max)
+    }
+
+    /// How long a cancelled job's handler has to stop (return after
+    /// [`JobContext::cancelled`](crate::JobContext::cancelled)) before it
+    /// is aborted. Default [`DEFAULT_CANCEL_GRACE`].
+    pub fn cancel_grace(mut self, grace: Duration) -> Self {
+        self.cancel_grace = grace;
         self
     }
 

@@ -69,6 +69,22 @@ pub enum ConfigProblem {
         /// The kind.
         kind: &'static str,
     },
+    /// A kind's rate limit allows 0 starts, or per a zero window
+    /// ([`JobConfig::rate_limit`](crate::JobConfig::rate_limit)).
+    ZeroRateLimit {
+        /// The kind.
+        kind: &'static str,
+    },
+    /// A kind's adaptive range is empty, starts at 0 or ends above
+    /// [`MAX_CONCURRENCY`] ([`JobConfig::adaptive`](crate::JobConfig::adaptive)).
+    InvalidAdaptiveRange {
+        /// The kind.
+        kind: &'static str,
+        /// The range's lower end.
+        min: usize,
+        /// The range's upper end.
+        max: usize,
+    },
     /// A kind's concurrency, prefetch or global concurrency is above
     /// [`MAX_CONCURRENCY`].
     TooManySlots {
@@ -152,6 +168,16 @@ impl fmt::Display for ConfigProblem {
             ConfigProblem::ZeroGlobalConcurrency { kind } => write!(
                 f,
                 "job kind `{kind}` has global_concurrency 0, so it could never run; use at least 1"
+            ),
+            ConfigProblem::ZeroRateLimit { kind } => write!(
+                f,
+                "job kind `{kind}` has a rate limit of 0 starts or a zero window, so it could \
+                 never run; allow at least 1 start per window of at least 1 ms"
+            ),
+            ConfigProblem::InvalidAdaptiveRange { kind, min, max } => write!(
+                f,
+                "job kind `{kind}` has adaptive concurrency {min}..={max}; the range must start \
+                 at 1 or more, not be empty, and end at most at {MAX_CONCURRENCY}"
             ),
             ConfigProblem::TooManySlots {
                 kind,

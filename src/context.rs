@@ -5,6 +5,7 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::cancel_signal::CancelSignal;
 use crate::engine::Engine;
 use crate::job::JobError;
 use crate::progress::Progress;
@@ -43,6 +44,7 @@ pub struct JobContext {
     pub(crate) max_attempts: u32,
     pub(crate) shared: Arc<Engine>,
     pub(crate) progress: Arc<Progress>,
+    pub(crate) cancel: Arc<CancelSignal>,
 }
 
 impl JobContext {
@@ -74,6 +76,33 @@ impl JobContext {
     /// Whether a failure of this attempt makes the job dead.
     pub fn is_last_attempt(&self) -> bool {
         self.attempt >= self.max_attempts
+    }
+
+    /// Whether this job was cancelled ([`Errands::cancel`](crate::Errands::cancel)).
+    /// A handler that notices should stop and return; whatever it returns
+    /// other than `Ok` ends the job as cancelled (never retried), and one
+    /// that does not return within the kind's
+    /// [`cancel_grace`](crate::JobConfig::cancel_grace) is aborted.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.reason().is_some()
+    }
+
+    /// Resolves when this job is cancelled: select on it beside the work.
+    ///
+    /// ```no_run
+    /// # use errands::{JobContext, JobError, JobResult};
+    /// # async fn transcode_chunk() {}
+    /// async fn handler(ctx: JobContext) -> JobResult {
+    ///     loop {
+    ///         tokio::select! {
+    ///             _ = ctx.cancelled() => return Err(JobError::msg("stopped: cancelled")),
+    ///             _ = transcode_chunk() => {}
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
     }
 
     /// The application value of type `T` registered with

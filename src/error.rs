@@ -108,7 +108,8 @@ pub enum Error {
     NotFound(i64),
 
     /// The operation does not apply to the job in its current state (for
-    /// example cancelling a job that is running).
+    /// example cancelling a job that is dead, or requeueing one that is
+    /// running).
     #[error("job {id} is {state}, so it cannot {action}")]
     WrongState {
         /// The job's id.
@@ -118,6 +119,19 @@ pub enum Error {
         /// What was attempted.
         action: &'static str,
     },
+
+    /// A control call named a job kind that is not registered in this
+    /// process ([`Errands::set_concurrency`](crate::Errands::set_concurrency),
+    /// [`Errands::pause_kind`](crate::Errands::pause_kind), ...). Nothing was
+    /// stored.
+    #[error("no job kind `{0}` is registered in this process; register it with Builder::register before controlling it")]
+    UnknownKind(String),
+
+    /// A control call named a queue that no job type registered in this
+    /// process runs in ([`Errands::pause`](crate::Errands::pause), ...).
+    /// Nothing was stored.
+    #[error("no queue `{0}` is run by this process (no registered job kind uses it)")]
+    UnknownQueue(String),
 
     /// Code errands ran inside its store for the caller (a
     /// [`JobContext::transaction`](crate::JobContext::transaction) closure)

@@ -66,16 +66,57 @@ pub enum Event {
         /// handler never started.
         started: bool,
     },
+    /// The job was cancelled while it ran (or while claimed): its handler
+    /// stopped (or was aborted after the grace period) and it will not run
+    /// again.
+    Cancelled {
+        /// The job's id.
+        id: i64,
+        /// Its kind.
+        kind: &'static str,
+        /// The attempt that was cancelled.
+        attempt: u32,
+        /// The reason given to [`Errands::cancel_because`](crate::Errands::cancel_because).
+        reason: String,
+    },
+    /// The handler snoozed ([`JobError::snooze`](crate::JobError::snooze))
+    /// or throttled its kind: the job runs again at `run_at` and the
+    /// attempt does not count.
+    Snoozed {
+        /// The job's id.
+        id: i64,
+        /// Its kind.
+        kind: &'static str,
+        /// The attempt that snoozed.
+        attempt: u32,
+        /// When it will run again.
+        #[serde(serialize_with = "crate::clock::rfc3339_serde::serialize")]
+        run_at: SystemTime,
+    },
+    /// An adaptive kind's limit in this instance moved
+    /// ([`JobConfig::adaptive`](crate::JobConfig::adaptive)). Not about a job.
+    ConcurrencyChanged {
+        /// The queue.
+        queue: &'static str,
+        /// The kind.
+        kind: &'static str,
+        /// The limit now in force in this instance.
+        limit: usize,
+    },
 }
 
 impl Event {
-    /// The id of the job this event is about.
-    pub fn id(&self) -> i64 {
+    /// The id of the job this event is about (`None` for an event about a
+    /// kind, such as [`Event::ConcurrencyChanged`]).
+    pub fn id(&self) -> Option<i64> {
         match self {
             Event::Completed { id, .. }
             | Event::Retrying { id, .. }
             | Event::Dead { id, .. }
-            | Event::Released { id, .. } => *id,
+            | Event::Released { id, .. }
+            | Event::Cancelled { id, .. }
+            | Event::Snoozed { id, .. } => Some(*id),
+            Event::ConcurrencyChanged { .. } => None,
         }
     }
 }

@@ -28,6 +28,10 @@ pub enum JobState {
     Dead,
     /// Finished successfully; only seen when completed jobs are retained.
     Completed,
+    /// Cancelled ([`Errands::cancel`](crate::Errands::cancel)) before or
+    /// while it ran; never retried. Kept with the reason as its last error
+    /// until pruned ([`Builder::retain_dead`](crate::Builder::retain_dead)).
+    Cancelled,
 }
 
 impl JobState {
@@ -40,6 +44,7 @@ impl JobState {
             JobState::Running => "running",
             JobState::Dead => "dead",
             JobState::Completed => "completed",
+            JobState::Cancelled => "cancelled",
         }
     }
 
@@ -53,6 +58,7 @@ impl JobState {
             "running" if !started => JobState::Claimed,
             "running" => JobState::Running,
             "dead" => JobState::Dead,
+            "cancelled" => JobState::Cancelled,
             _ => JobState::Completed,
         }
     }
@@ -113,9 +119,13 @@ pub enum JobStatus {
     /// are kept unless [`Builder::retain_completed`](crate::Builder::retain_completed)
     /// is set, in which case it reads as `Stored` while retained).
     Completed,
-    /// The job was cancelled before it ran ([`Errands::cancel`](crate::Errands::cancel)).
+    /// The job was cancelled ([`Errands::cancel`](crate::Errands::cancel))
+    /// and its row has since been pruned
+    /// ([`Builder::retain_dead`](crate::Builder::retain_dead)); while kept,
+    /// it reads as `Stored` with [`JobState::Cancelled`].
     Cancelled,
-    /// The job was dead and was purged ([`Errands::purge`](crate::Errands::purge)).
+    /// The job was dead and was purged ([`Errands::purge`](crate::Errands::purge)),
+    /// or pruned after [`Builder::retain_dead`](crate::Builder::retain_dead).
     Purged,
     /// No job with this id was ever enqueued in this database.
     NotFound,
@@ -140,6 +150,8 @@ pub struct Counts {
     pub dead: u64,
     /// Completed and retained.
     pub completed: u64,
+    /// Cancelled and kept.
+    pub cancelled: u64,
 }
 
 impl Counts {

@@ -54,13 +54,27 @@ pub trait Job: Serialize + DeserializeOwned + 'static {
 /// What a handler returns.
 pub type JobResult = Result<(), JobError>;
 
-/// Why an attempt failed.
+/// Why an attempt failed, or why it ends early without failing.
 ///
 /// Any error type converts into it with `?`. [`JobError::permanent`] marks a
 /// failure that retrying cannot fix: the job goes straight to dead.
+/// [`JobError::snooze`] and [`JobError::throttle`] are not failures: the job
+/// runs again later and the attempt does not count.
 pub struct JobError {
     message: String,
     permanent: bool,
+    later: Option<Later>,
+}
+
+/// When a snoozed or throttled job runs again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Later {
+    /// This long from now (by the engine's clock): a snooze.
+    Snooze(std::time::Duration),
+    /// At this time, and its whole kind holds until then.
+    ThrottleUntil(std::time::SystemTime),
+    /// This long from now, and its whole kind holds until then.
+    ThrottleFor(std::time::Duration),
 }
 
 impl JobError {
@@ -69,6 +83,7 @@ impl JobError {
         JobError {
             message: message.to_string(),
             permanent: false,
+            later: None,
         }
     }
 
@@ -78,7 +93,72 @@ impl JobError {
         JobError {
             message: message.to_string(),
             permanent: true,
+            later: None,
         }
+    }
+
+    /// Not a failure: run this job again after `delay`, without using an
+    /// attempt (the job is allowed one more attempt, as Oban does, so
+    /// [`JobContext::attempt`](crate::JobContext::attempt) keeps counting
+    /// up while the retry budget stays whole). For "not yet": the upload
+    /// is still being written, the report's data is not in.
+    ///
+    /// ```
+    /// use errands::{JobContext, JobError, JobResult};
+    /// use std::time::Duration;
+    /// async fn handler(ctx: JobContext, ready: bool) -> JobResult {
+    ///     if !ready {
+    ///         return Err(JobError::snooze(Duration::from_secs(30)));
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn snooze(delay: std::time::Duration) -> Self {
+        JobError {
+            message: format!("snoozed for {delay:?}"),
+            permanent: false,
+            later: Some(Later::Snooze(delay)),
+        }
+    }
+
+    /// Not a failure: the upstream said "too many requests". Holds this
+    /// job's whole kind until `until`, in every process sharing the
+    /// database (stored, and read by the others within their poll
+    /// interval), and runs this job again then without using an attempt.
+    /// Adaptive kinds ([`JobConfig::adaptive`](crate::JobConfig::adaptive))
+    /// also lower their limit.
+    ///
+    /// ```
+    /// use errands::JobError;
+    /// use std::time::{Duration, SystemTime};
+    /// // A 429 with `Retry-After: 60`:
+    /// let e = JobError::throttle(SystemTime::now() + Duration::from_secs(60));
+    /// assert!(!e.is_permanent());
+    /// ```
+    pub fn throttle(until: std::time::SystemTime) -> Self {
+        JobError {
+            message: format!(
+                "throttled until {}",
+                crate::clock::rfc3339(crate::clock::system_time_to_ms(until))
+            ),
+            permanent: false,
+            later: Some(Later::ThrottleUntil(until)),
+        }
+    }
+
+    /// [`JobError::throttle`] for `delay` from now, by the engine's clock
+    /// (a [`ManualClock`](crate::ManualClock) in tests).
+    pub fn throttle_for(delay: std::time::Duration) -> Self {
+        JobError {
+            message: format!("throttled for {delay:?}"),
+            permanent: false,
+            later: Some(Later::ThrottleFor(delay)),
+        }
+    }
+
+    /// A snooze or throttle, if this is one.
+    pub(crate) fn later(&self) -> Option<Later> {
+        self.later
     }
 
     /// The message stored as the job's last error.

@@ -63,6 +63,21 @@ impl Signals {
         }
     }
 
+    /// The dispatcher of `queue`, if this instance runs it.
+    pub(crate) fn dispatcher(&self, queue: &str) -> Option<&Addr<Dispatcher>> {
+        self.dispatchers.get().and_then(|d| d.get(queue))
+    }
+
+    /// Every dispatcher, with its queue.
+    pub(crate) fn dispatchers_by_queue(
+        &self,
+    ) -> impl Iterator<Item = (&'static str, &Addr<Dispatcher>)> {
+        self.dispatchers
+            .get()
+            .into_iter()
+            .flat_map(|d| d.iter().map(|(queue, addr)| (*queue, addr)))
+    }
+
     /// Every dispatcher.
     pub(crate) fn dispatchers(&self) -> impl Iterator<Item = &Addr<Dispatcher>> {
         self.dispatchers.get().into_iter().flat_map(|d| d.values())

@@ -83,7 +83,7 @@ async fn every_job_runs_once(backend: Backend) {
         matches!(e, Event::Completed { .. })
     })
     .await;
-    let mut done: Vec<i64> = done.iter().map(Event::id).collect();
+    let mut done: Vec<i64> = done.iter().filter_map(Event::id).collect();
     done.sort();
     let mut expected = ids.clone();
     expected.sort();
@@ -114,7 +114,7 @@ async fn retries_then_dead_then_requeue_and_purge(backend: Backend) {
     let mut events = errands.subscribe();
     let id = errands.enqueue(Work { n: 1, fail: 99 }).await.unwrap();
     for attempt in 1..=2u32 {
-        let event = common::wait_for(&mut events, |e| e.id() == id).await;
+        let event = common::wait_for(&mut events, |e| e.id() == Some(id)).await;
         assert!(
             matches!(&event, Event::Retrying { attempt: a, error, .. } if *a == attempt && error.contains("failing attempt")),
             "{event:?}"
@@ -123,7 +123,7 @@ async fn retries_then_dead_then_requeue_and_purge(backend: Backend) {
         assert_eq!(info.state, JobState::Scheduled);
         clock.advance(Duration::from_secs(10));
     }
-    let event = common::wait_for(&mut events, |e| e.id() == id).await;
+    let event = common::wait_for(&mut events, |e| e.id() == Some(id)).await;
     assert!(matches!(event, Event::Dead { attempt: 3, .. }), "{event:?}");
     assert_eq!(runs.of(id), [1, 2, 3]);
     let dead = errands.dead_jobs(None, 10).await.unwrap();
@@ -132,15 +132,15 @@ async fn retries_then_dead_then_requeue_and_purge(backend: Backend) {
     assert_eq!(dead[0].last_error.as_deref(), Some("failing attempt 3"));
 
     errands.requeue(id).await.unwrap();
-    let event = common::wait_for(&mut events, |e| e.id() == id).await;
+    let event = common::wait_for(&mut events, |e| e.id() == Some(id)).await;
     assert!(
         matches!(event, Event::Retrying { attempt: 1, .. }),
         "{event:?}"
     );
     clock.advance(Duration::from_secs(10));
-    common::wait_for(&mut events, |e| e.id() == id).await;
+    common::wait_for(&mut events, |e| e.id() == Some(id)).await;
     clock.advance(Duration::from_secs(10));
-    let event = common::wait_for(&mut events, |e| e.id() == id).await;
+    let event = common::wait_for(&mut events, |e| e.id() == Some(id)).await;
     assert!(matches!(event, Event::Dead { .. }), "{event:?}");
     errands.purge(id).await.unwrap();
     assert_eq!(errands.status(id).await.unwrap(), JobStatus::Purged);
@@ -153,7 +153,8 @@ async fn retries_then_dead_then_requeue_and_purge(backend: Backend) {
 both!(retries_then_dead_then_requeue_and_purge);
 
 /// A delayed job is scheduled until its time, then runs; a cancelled one
-/// never runs and reads as cancelled; cancelling it twice is a clear error.
+/// never runs and is kept as cancelled with its reason; cancelling it
+/// twice is a clear error.
 async fn delays_and_cancel(backend: Backend) {
     let store = TestStore::new(backend);
     let clock = ManualClock::new();
@@ -173,18 +174,30 @@ async fn delays_and_cancel(backend: Backend) {
         errands.job(later).await.unwrap().unwrap().state,
         JobState::Scheduled
     );
-    errands.cancel(cancelled).await.unwrap();
     assert_eq!(
-        errands.status(cancelled).await.unwrap(),
-        JobStatus::Cancelled
+        errands
+            .cancel_because(cancelled, "not needed")
+            .await
+            .unwrap(),
+        errands::Cancellation::Cancelled
     );
+    let info = errands.job(cancelled).await.unwrap().unwrap();
+    assert_eq!(info.state, JobState::Cancelled);
+    assert_eq!(info.last_error.as_deref(), Some("not needed"));
+    assert!(matches!(
+        errands.status(cancelled).await.unwrap(),
+        JobStatus::Stored(info) if info.state == JobState::Cancelled
+    ));
     assert!(matches!(
         errands.cancel(cancelled).await,
-        Err(errands::Error::NotFound(_))
+        Err(errands::Error::WrongState {
+            state: JobState::Cancelled,
+            ..
+        })
     ));
     clock.advance(Duration::from_secs(60));
     let event = common::wait_for(&mut events, |e| matches!(e, Event::Completed { .. })).await;
-    assert_eq!(event.id(), later);
+    assert_eq!(event.id(), Some(later));
     assert_eq!(runs.of(later), [1]);
     assert!(runs.of(cancelled).is_empty());
     errands.shutdown(Duration::from_secs(10)).await.unwrap();
@@ -233,7 +246,7 @@ async fn finished_steps_are_skipped_on_retry(backend: Backend) {
     let mut events = errands.subscribe();
     let id = errands.enqueue(Steps).await.unwrap();
     let event = common::wait_for(&mut events, |e| {
-        e.id() == id && matches!(e, Event::Completed { .. })
+        e.id() == Some(id) && matches!(e, Event::Completed { .. })
     })
     .await;
     assert!(matches!(event, Event::Completed { attempt: 2, .. }));
@@ -302,7 +315,7 @@ async fn postgres_enqueue_on_one_instance_wakes_another() {
     for n in 0..5 {
         let id = producer.enqueue(Work { n, fail: 0 }).await.unwrap();
         let event = common::wait_for(&mut events, |e| matches!(e, Event::Completed { .. })).await;
-        assert_eq!(event.id(), id);
+        assert_eq!(event.id(), Some(id));
     }
     producer.shutdown(Duration::from_secs(10)).await.unwrap();
     worker.shutdown(Duration::from_secs(10)).await.unwrap();
@@ -453,7 +466,7 @@ async fn postgres_a_delayed_job_from_another_instance_starts_on_time() {
         .await
         .unwrap();
     let event = common::wait_for(&mut events, |e| matches!(e, Event::Completed { .. })).await;
-    assert_eq!(event.id(), id);
+    assert_eq!(event.id(), Some(id));
     assert!(sent.elapsed() >= delay, "not before it was due");
     producer.shutdown(Duration::from_secs(10)).await.unwrap();
     worker.shutdown(Duration::from_secs(10)).await.unwrap();

@@ -66,7 +66,7 @@ async fn a_payload_that_does_not_decode_goes_dead_with_the_reason() {
         })
         .await
         .unwrap();
-    let event = common::wait_for(&mut events, |e| e.id() == id).await;
+    let event = common::wait_for(&mut events, |e| e.id() == Some(id)).await;
     let Event::Dead { attempt, error, .. } = event else {
         panic!("expected dead, got {event:?}");
     };
@@ -87,7 +87,7 @@ async fn a_payload_that_does_not_decode_goes_dead_with_the_reason() {
         })
         .await
         .unwrap();
-    common::wait_for(&mut events, |e| e.id() == corrupt).await;
+    common::wait_for(&mut events, |e| e.id() == Some(corrupt)).await;
     errands.shutdown(common::PATIENCE).await.unwrap();
     let conn = rusqlite::Connection::open(&db.path).unwrap();
     conn.execute(
@@ -105,7 +105,7 @@ async fn a_payload_that_does_not_decode_goes_dead_with_the_reason() {
         .await
         .unwrap();
     let mut events = errands.subscribe();
-    let event = common::wait_for(&mut events, |e| e.id() == bad_id).await;
+    let event = common::wait_for(&mut events, |e| e.id() == Some(bad_id)).await;
     assert!(
         matches!(&event, Event::Dead { attempt: 1, error, .. } if error.contains("could not be decoded")),
         "{event:?}"
@@ -133,7 +133,7 @@ async fn an_unknown_kind_is_left_queued_untouched_and_visible() {
             })
             .await
             .unwrap();
-        common::wait_for(&mut events, |e| e.id() == id).await;
+        common::wait_for(&mut events, |e| e.id() == Some(id)).await;
     }
     let info = errands.job(unknown).await.unwrap().unwrap();
     assert_eq!(info.state, JobState::Available);
@@ -161,12 +161,12 @@ async fn a_newer_schema_is_refused_naming_both_versions() {
         Err(
             e @ Error::SchemaTooNew {
                 found: 99,
-                supported: 3,
+                supported: 4,
             },
         ) => {
             let message = e.to_string();
             assert!(
-                message.contains("99") && message.contains("(3)"),
+                message.contains("99") && message.contains("(4)"),
                 "{message}"
             );
         }

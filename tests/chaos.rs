@@ -141,7 +141,9 @@ async fn panics_and_hangs_are_all_accounted_for_and_limits_hold(backend: Backend
             Event::Retrying { .. } => retries += 1,
             event => {
                 assert!(
-                    finals.insert(event.id(), event).is_none(),
+                    finals
+                        .insert(event.id().expect("a job event"), event)
+                        .is_none(),
                     "a job finished twice"
                 );
             }
@@ -187,7 +189,7 @@ async fn panics_and_hangs_are_all_accounted_for_and_limits_hold(backend: Backend
 
     // The queue still flows.
     let id = errands.enqueue(Wide(Fate::Succeed)).await.unwrap();
-    let done = common::wait_for(&mut events, |e| e.id() == id).await;
+    let done = common::wait_for(&mut events, |e| e.id() == Some(id)).await;
     assert!(matches!(done, Event::Completed { .. }));
     let dead = errands
         .counts()

@@ -60,7 +60,7 @@ async fn delayed_jobs_run_when_the_clock_reaches_run_at_and_not_before(backend: 
     let now = errands.enqueue(Remux { recording: 3 }).await.unwrap();
 
     // The immediate job runs; the others are scheduled.
-    common::wait_for(&mut events, |e| e.id() == now).await;
+    common::wait_for(&mut events, |e| e.id() == Some(now)).await;
     let info = errands.job(in_an_hour).await.unwrap().unwrap();
     assert_eq!(info.state, JobState::Scheduled);
     assert_eq!(info.attempts, 0);
@@ -75,7 +75,7 @@ async fn delayed_jobs_run_when_the_clock_reaches_run_at_and_not_before(backend: 
     // been due.
     clock.advance(Duration::from_secs(59 * 60));
     let sentinel = errands.enqueue(Remux { recording: 4 }).await.unwrap();
-    common::wait_for(&mut events, |e| e.id() == sentinel).await;
+    common::wait_for(&mut events, |e| e.id() == Some(sentinel)).await;
     let counts = errands.counts().await.unwrap();
     assert_eq!(counts[0].scheduled, 2, "{counts:?}");
 
@@ -92,7 +92,7 @@ async fn delayed_jobs_run_when_the_clock_reaches_run_at_and_not_before(backend: 
 
     clock.advance(Duration::from_secs(30 * 60));
     let done = common::wait_for(&mut events, |_| true).await;
-    assert_eq!(done.id(), at_ninety);
+    assert_eq!(done.id(), Some(at_ninety));
 
     let ran = ran.0.lock().unwrap().clone();
     assert_eq!(ran.len(), 4);
@@ -134,7 +134,7 @@ async fn a_delayed_job_survives_a_restart_and_fires_after_it(backend: Backend) {
     let mut events = second.subscribe();
     clock.advance(Duration::from_secs(10));
     let done = common::wait_for(&mut events, |_| true).await;
-    assert_eq!(done.id(), id);
+    assert_eq!(done.id(), Some(id));
     assert_eq!(ran.0.lock().unwrap().len(), 1);
 }
 both!(a_delayed_job_survives_a_restart_and_fires_after_it);

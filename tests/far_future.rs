@@ -99,7 +99,7 @@ async fn times_beyond_the_year_9999_are_refused_and_nothing_runs_early(backend: 
         .unwrap();
     clock.advance(Duration::from_millis(10));
     let done = common::wait_for(&mut events, |_| true).await;
-    assert_eq!(done.id(), soon);
+    assert_eq!(done.id(), Some(soon));
     assert_eq!(
         errands.job(patient).await.unwrap().unwrap().state,
         JobState::Scheduled
@@ -133,7 +133,7 @@ async fn an_endless_fixed_backoff_waits_until_the_end_of_time(backend: Backend) 
     let errands = start(&db, &clock, config).await;
     let mut events = errands.subscribe();
     let id = errands.enqueue(Ping { fail: true }).await.unwrap();
-    let retry = common::wait_for(&mut events, |e| e.id() == id).await;
+    let retry = common::wait_for(&mut events, |e| e.id() == Some(id)).await;
     let end_of_time = UNIX_EPOCH + Duration::from_millis(END_OF_TIME_MS);
     assert!(
         matches!(retry, Event::Retrying { attempt: 1, run_at, .. } if run_at == end_of_time),
@@ -155,7 +155,7 @@ async fn completed_jobs_are_kept_for_their_retention_and_pruned_after_it(backend
         let errands = start_retaining(&db, &clock, JobConfig::new(), Some(retention)).await;
         let mut events = errands.subscribe();
         let id = errands.enqueue(Ping { fail: false }).await.unwrap();
-        common::wait_for(&mut events, |e| e.id() == id).await;
+        common::wait_for(&mut events, |e| e.id() == Some(id)).await;
         errands.shutdown(common::PATIENCE).await.unwrap();
         drop(errands);
 

@@ -66,9 +66,26 @@ async fn a_full_database_fails_enqueue_clearly_and_keeps_acknowledged_jobs() {
     let counts = errands.counts().await.unwrap();
     assert_eq!(counts[0].scheduled, acked.len() as u64);
 
-    // Space returns: the same enqueue now succeeds.
+    // A cancel needs room too (the row is kept, with its reason): refused
+    // clearly, and the job is untouched.
+    let refused = errands.cancel(acked[0]).await.unwrap_err();
+    assert!(
+        matches!(&refused, Error::Store(e) if e.kind() == errands::StoreErrorKind::Full),
+        "{refused:?}"
+    );
+    assert_eq!(
+        errands.job(acked[0]).await.unwrap().unwrap().state,
+        JobState::Scheduled
+    );
+
+    // Space returns: the operator deletes half of them (a delete needs
+    // no room), and the same enqueue then succeeds.
     for id in &acked[..acked.len() / 2] {
-        errands.cancel(*id).await.unwrap();
+        errands.purge(*id).await.unwrap();
+        assert_eq!(
+            errands.status(*id).await.unwrap(),
+            errands::JobStatus::Cancelled
+        );
     }
     errands
         .enqueue_in(
@@ -139,7 +156,7 @@ async fn a_full_database_still_commits_completions_and_shuts_down() {
         {}
     }
     release.0.add_permits(2);
-    let done = common::wait_for(&mut events, |e| e.id() == completes).await;
+    let done = common::wait_for(&mut events, |e| e.id() == Some(completes)).await;
     assert!(matches!(done, errands::Event::Completed { .. }), "{done:?}");
     assert_eq!(errands.job(completes).await.unwrap(), None);
     // Whether or not the failure's outcome fit, shutdown returns.

@@ -78,7 +78,7 @@ async fn second_instance_leaves_the_running_job_alone(
     );
 
     gate.permits.add_permits(10);
-    let done = common::wait_for(&mut events, |e| e.id() == id).await;
+    let done = common::wait_for(&mut events, |e| e.id() == Some(id)).await;
     assert!(
         matches!(done, Event::Completed { attempt: 1, .. }),
         "{done:?}"

@@ -85,7 +85,7 @@ async fn jobs_run_over_tls_when_it_is_configured() {
         .unwrap();
     let mut events = errands.subscribe();
     let id = errands.enqueue(AskSsl).await.unwrap();
-    let event = common::wait_for(&mut events, |e| e.id() == id).await;
+    let event = common::wait_for(&mut events, |e| e.id() == Some(id)).await;
     assert!(matches!(event, Event::Completed { .. }), "{event:?}");
     assert_eq!(
         *seen.0.lock().unwrap(),
@@ -134,7 +134,7 @@ async fn without_tls_the_connection_is_plain() {
         .unwrap();
     let mut events = errands.subscribe();
     let id = errands.enqueue(AskSsl).await.unwrap();
-    common::wait_for(&mut events, |e| e.id() == id).await;
+    common::wait_for(&mut events, |e| e.id() == Some(id)).await;
     assert_eq!(*seen.0.lock().unwrap(), Some(false));
     errands.shutdown(Duration::from_secs(10)).await.unwrap();
 }

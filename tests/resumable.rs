@@ -74,13 +74,13 @@ async fn a_failing_step_is_retried_with_backoff_and_earlier_steps_are_not_rerun(
         .unwrap();
     let mut events = errands.subscribe();
     let id = errands.enqueue(Pipeline).await.unwrap();
-    let retry = common::wait_for(&mut events, |e| e.id() == id).await;
+    let retry = common::wait_for(&mut events, |e| e.id() == Some(id)).await;
     assert!(
         matches!(&retry, Event::Retrying { error, .. } if error == "encoder crashed"),
         "{retry:?}"
     );
     clock.advance(Duration::from_secs(30));
-    let done = common::wait_for(&mut events, |e| e.id() == id).await;
+    let done = common::wait_for(&mut events, |e| e.id() == Some(id)).await;
     assert_eq!(
         done,
         Event::Completed {
@@ -139,11 +139,11 @@ async fn a_cursor_set_before_a_panic_is_saved_and_the_retry_resumes_after_it(bac
         .unwrap();
     let mut events = errands.subscribe();
     let id = errands.enqueue(Walk).await.unwrap();
-    let first = common::wait_for(&mut events, |e| e.id() == id).await;
+    let first = common::wait_for(&mut events, |e| e.id() == Some(id)).await;
     assert!(
         matches!(&first, Event::Retrying { error, .. } if error.contains("disk on fire at 500"))
     );
-    let done = common::wait_for(&mut events, |e| e.id() == id).await;
+    let done = common::wait_for(&mut events, |e| e.id() == Some(id)).await;
     assert!(
         matches!(done, Event::Completed { attempt: 2, .. }),
         "{done:?}"
@@ -194,7 +194,7 @@ async fn stale_step_names_are_ignored(backend: Backend) {
     let mut events = errands.subscribe();
     let id = errands.enqueue(Renamed).await.unwrap();
     common::wait_for(&mut events, |e| matches!(e, Event::Retrying { .. })).await;
-    let done = common::wait_for(&mut events, |e| e.id() == id).await;
+    let done = common::wait_for(&mut events, |e| e.id() == Some(id)).await;
     assert!(
         matches!(done, Event::Completed { attempt: 2, .. }),
         "{done:?}"
@@ -283,7 +283,7 @@ async fn run_to_completion_on_attempt_two<J: Job>(db: &TestStore, job: J) -> (Er
     let mut events = errands.subscribe();
     let id = errands.enqueue(job).await.unwrap();
     let done = common::wait_for(&mut events, |e| {
-        e.id() == id && !matches!(e, Event::Retrying { .. })
+        e.id() == Some(id) && !matches!(e, Event::Retrying { .. })
     })
     .await;
     assert!(

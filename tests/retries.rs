@@ -71,7 +71,7 @@ async fn retries_with_exponential_backoff_then_dies_with_last_error(backend: Bac
 
     // Backoff 10 s, 20 s, then capped at 25 s.
     for (attempt, backoff_s) in [(1u32, 10i64), (2, 20), (3, 25)] {
-        let event = common::wait_for(&mut events, |e| e.id() == id).await;
+        let event = common::wait_for(&mut events, |e| e.id() == Some(id)).await;
         let Event::Retrying {
             attempt: a,
             run_at,
@@ -93,12 +93,12 @@ async fn retries_with_exponential_backoff_then_dies_with_last_error(backend: Bac
         // been due. Then the full backoff runs it.
         clock.advance(Duration::from_secs(backoff_s as u64 - 1));
         let sentinel = errands.enqueue(Flaky { succeed_on: 1 }).await.unwrap();
-        common::wait_for(&mut events, |e| e.id() == sentinel).await;
+        common::wait_for(&mut events, |e| e.id() == Some(sentinel)).await;
         let info = errands.job(id).await.unwrap().unwrap();
         assert_eq!((info.state, info.attempts), (JobState::Scheduled, attempt));
         clock.advance(Duration::from_secs(1));
     }
-    let event = common::wait_for(&mut events, |e| e.id() == id).await;
+    let event = common::wait_for(&mut events, |e| e.id() == Some(id)).await;
     assert_eq!(
         event,
         Event::Dead {
@@ -132,7 +132,7 @@ async fn a_job_that_succeeds_on_a_retry_completes(backend: Backend) {
     let id = errands.enqueue(Flaky { succeed_on: 2 }).await.unwrap();
     common::wait_for(&mut events, |e| matches!(e, Event::Retrying { .. })).await;
     clock.advance(Duration::from_secs(10));
-    let done = common::wait_for(&mut events, |e| e.id() == id).await;
+    let done = common::wait_for(&mut events, |e| e.id() == Some(id)).await;
     assert_eq!(
         done,
         Event::Completed {
@@ -163,7 +163,7 @@ async fn a_permanent_error_skips_the_remaining_attempts(backend: Backend) {
         .unwrap();
     let mut events = errands.subscribe();
     let id = errands.enqueue(Invalid).await.unwrap();
-    let event = common::wait_for(&mut events, |e| e.id() == id).await;
+    let event = common::wait_for(&mut events, |e| e.id() == Some(id)).await;
     assert_eq!(
         event,
         Event::Dead {

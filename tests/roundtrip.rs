@@ -60,7 +60,7 @@ async fn typed_job_round_trips_and_is_deleted_when_done(backend: Backend) {
         crop: Some((3, 4)),
     };
     let id = errands.enqueue(job.clone()).await.unwrap();
-    let event = common::wait_for(&mut events, |e| e.id() == id).await;
+    let event = common::wait_for(&mut events, |e| e.id() == Some(id)).await;
     assert_eq!(
         event,
         Event::Completed {
@@ -151,7 +151,7 @@ async fn job_info_counts_and_events_serialise_for_a_status_endpoint(backend: Bac
         })
         .await
         .unwrap();
-    let event = common::wait_for(&mut events, |e| e.id() == now).await;
+    let event = common::wait_for(&mut events, |e| e.id() == Some(now)).await;
     assert_eq!(
         serde_json::to_value(&event).unwrap(),
         serde_json::json!({"event": "completed", "id": now, "kind": "resize", "attempt": 1})

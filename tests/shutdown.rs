@@ -64,7 +64,7 @@ async fn shutdown_waits_for_running_jobs_and_claims_no_more(backend: Backend) {
     // The waiting job either was never claimed, or was claimed ahead
     // (prefetch) and released unstarted: never run.
     let done = common::wait_for(&mut events, |e| {
-        if e.id() == waiting {
+        if e.id() == Some(waiting) {
             assert_eq!(
                 e,
                 &Event::Released {
@@ -74,7 +74,7 @@ async fn shutdown_waits_for_running_jobs_and_claims_no_more(backend: Backend) {
                 }
             );
         }
-        e.id() == running
+        e.id() == Some(running)
     })
     .await;
     assert_eq!(
@@ -167,7 +167,7 @@ async fn a_second_shutdown_waits_for_the_first_and_gets_its_answer(backend: Back
     gate.permits.add_permits(1);
     first.await.unwrap();
     second.await.unwrap();
-    let done = common::wait_for(&mut events, |e| e.id() == id).await;
+    let done = common::wait_for(&mut events, |e| e.id() == Some(id)).await;
     assert!(matches!(done, Event::Completed { .. }), "{done:?}");
     // And once it is over, a third answers the same at once.
     errands.shutdown(Duration::ZERO).await.unwrap();
@@ -186,7 +186,7 @@ async fn events_end_with_closed_once_shutdown_is_done(backend: Backend) {
     let next = actix_rt::time::timeout(common::PATIENCE, async {
         loop {
             match events.next().await {
-                Ok(event) => assert_eq!(event.id(), id),
+                Ok(event) => assert_eq!(event.id(), Some(id)),
                 Err(end) => return end,
             }
         }

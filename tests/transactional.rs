@@ -46,7 +46,7 @@ async fn worker(store: &TestStore) -> (Errands, Arc<Mailed>) {
         .unwrap();
     let mut events = errands.subscribe();
     let first = errands.enqueue(MailInvoice { invoice: 0 }).await.unwrap();
-    common::wait_for(&mut events, |e| e.id() == first).await;
+    common::wait_for(&mut events, |e| e.id() == Some(first)).await;
     mailed.0.lock().unwrap().clear();
     (errands, mailed)
 }
@@ -103,7 +103,7 @@ async fn sqlite_a_rolled_back_transaction_leaves_no_job_and_a_committed_one_runs
     let event = common::wait_for(&mut events, |e| matches!(e, Event::Completed { .. })).await;
     assert_eq!(
         event.id(),
-        committed,
+        Some(committed),
         "the committed job ran, woken at once"
     );
     let invoices: Vec<i64> = app
@@ -197,7 +197,7 @@ async fn postgres_a_rolled_back_transaction_leaves_no_job_and_a_committed_one_ru
     let event = common::wait_for(&mut events, |e| matches!(e, Event::Completed { .. })).await;
     assert_eq!(
         event.id(),
-        committed,
+        Some(committed),
         "the committed job ran, woken by its NOTIFY"
     );
     assert_eq!(*mailed.0.lock().unwrap(), [invoice]);

@@ -12,6 +12,7 @@
 //! ```
 
 pub(crate) mod dispatcher;
+pub(crate) mod retention;
 pub(crate) mod scheduler;
 pub(crate) mod supervisor;
 pub(crate) mod tree;

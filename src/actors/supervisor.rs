@@ -22,7 +22,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::dispatcher::Drain;
-use crate::clock::ms_before;
+pub(crate) use super::retention::Retention;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 
@@ -62,7 +62,7 @@ pub(crate) struct Supervisor {
     /// The arbiters handlers run on; stopped and joined at shutdown.
     arbiters: Vec<actix_rt::Arbiter>,
     recovery_interval: Duration,
-    retain_completed: Option<Duration>,
+    retention: Retention,
     shutdown: ShutdownState,
 }
 
@@ -71,13 +71,13 @@ impl Supervisor {
         shared: Arc<Engine>,
         arbiters: Vec<actix_rt::Arbiter>,
         recovery_interval: Duration,
-        retain_completed: Option<Duration>,
+        retention: Retention,
     ) -> Self {
         Supervisor {
             shared,
             arbiters,
             recovery_interval,
-            retain_completed,
+            retention,
             shutdown: ShutdownState::Running,
         }
     }
@@ -93,17 +93,21 @@ impl Supervisor {
             Ok(_) => act.shared.signals.wake_all(),
             Err(e) => log::warn!("errands: recovery check failed: {e}"),
         }));
+        // Cancel requests that raced a retry (the job is waiting again) are
+        // settled on the same beat.
+        let settle = self.shared.store.settle_cancels(now);
+        ctx.spawn(settle.into_actor(self).map(|result, _, _| {
+            if let Err(e) = result {
+                log::warn!("errands: settling cancel requests failed: {e}");
+            }
+        }));
     }
 
     fn prune(&mut self, ctx: &mut Context<Self>) {
-        let Some(retention) = self.retain_completed else {
-            return;
-        };
-        let before = ms_before(self.shared.clock.now_ms(), retention);
-        let request = self.shared.store.prune_completed(before);
+        let request = super::retention::prune(self.shared.clone(), self.retention);
         ctx.spawn(request.into_actor(self).map(|result, _, _| {
             if let Err(e) = result {
-                log::warn!("errands: pruning completed jobs failed: {e}");
+                log::warn!("errands: pruning finished jobs failed: {e}");
             }
         }));
     }
@@ -114,8 +118,7 @@ impl Actor for Supervisor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.recovery_interval, |act, ctx| act.recover(ctx));
-        if let Some(retention) = self.retain_completed {
-            let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        if let Some(every) = self.retention.every() {
             ctx.run_interval(every, |act, ctx| act.prune(ctx));
         }
     }

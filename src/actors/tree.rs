@@ -14,10 +14,11 @@ use actix_rt::{Arbiter, ArbiterHandle};
 
 use super::dispatcher::{Dispatcher, KindSlots};
 use super::scheduler::Scheduler;
-use super::supervisor::Supervisor;
+use super::supervisor::{Retention, Supervisor};
 use super::worker::{AttemptDone, WorkerHandles};
 use crate::config::JobConfig;
 use crate::engine::Engine;
+use crate::store::ControlRow;
 
 /// Starts a kind's workers (one per handler arbiter); type-erased `J`.
 pub(crate) type StartWorker = fn(
@@ -41,7 +42,8 @@ pub(crate) fn start(
     queues: Vec<QueuePlan>,
     worker_threads: usize,
     recovery_interval: Duration,
-    retain_completed: Option<Duration>,
+    retention: Retention,
+    controls: Vec<ControlRow>,
 ) -> Addr<Supervisor> {
     let scheduler = Scheduler::new(engine.clone()).start();
     engine.signals.set_scheduler(scheduler);
@@ -58,14 +60,18 @@ pub(crate) fn start(
         let engine = engine.clone();
         let handles = handles.clone();
         let queue = plan.queue;
+        let controls: Vec<ControlRow> = controls
+            .iter()
+            .filter(|row| row.queue == queue)
+            .cloned()
+            .collect();
         let addr = Dispatcher::create(move |ctx: &mut Context<Dispatcher>| {
             let me = ctx.address();
             let kinds = plan
                 .kinds
                 .into_iter()
                 .map(|(kind, config, start)| {
-                    let (limit, prefetch) = (config.concurrency, config.prefetch_limit());
-                    let global = config.global_concurrency;
+                    let slots_config = config.clone();
                     let worker = start(
                         queue,
                         config,
@@ -73,13 +79,13 @@ pub(crate) fn start(
                         engine.clone(),
                         &handles,
                     );
-                    KindSlots::new(kind, limit, prefetch, global, worker)
+                    KindSlots::new(kind, &slots_config, worker)
                 })
                 .collect();
-            Dispatcher::new(queue, engine, kinds, plan.poll_interval)
+            Dispatcher::new(queue, engine, kinds, plan.poll_interval, controls)
         });
         dispatchers.insert(queue, addr);
     }
     engine.signals.set_dispatchers(dispatchers);
-    Supervisor::new(engine, arbiters, recovery_interval, retain_completed).start()
+    Supervisor::new(engine, arbiters, recovery_interval, retention).start()
 }

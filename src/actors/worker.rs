@@ -17,13 +17,15 @@ use actix::prelude::*;
 use actix_rt::task::JoinHandle;
 use actix_rt::ArbiterHandle;
 
+use super::dispatcher::AttemptSignal;
 use super::unwind::{panic_message, CatchUnwind};
+use crate::cancel_signal::CancelSignal;
 use crate::clock::ms_after;
 use crate::codec;
 use crate::config::JobConfig;
 use crate::context::JobContext;
 use crate::engine::Engine;
-use crate::job::{Job, JobResult};
+use crate::job::{Job, JobResult, Later};
 use crate::progress::Progress;
 use crate::store::{ClaimedJob, Finished, Outcome};
 
@@ -38,6 +40,15 @@ pub(crate) struct RunJobs(pub Vec<ClaimedJob>);
 #[rtype(result = "Vec<Aborted>")]
 pub(crate) struct AbortRunning;
 
+/// Cancel this job's attempt if it runs on this worker: signal its
+/// handler, and abort it if it has not stopped after `grace`.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub(crate) struct CancelJob {
+    pub id: i64,
+    pub reason: String,
+}
+
 /// An attempt ended; sent by the attempt's task to the dispatcher.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -49,6 +60,10 @@ pub(crate) struct AttemptDone {
     pub took: Duration,
     pub max_attempts: u32,
     pub finished: Finished,
+    /// How it ended, for adaptive concurrency.
+    pub signal: AttemptSignal,
+    /// The handler throttled its kind until then (ms).
+    pub throttle_until: Option<i64>,
 }
 
 /// An attempt stopped at the shutdown deadline, to be released.
@@ -68,11 +83,18 @@ pub(crate) struct Aborted {
 /// spreading no-op jobs cost the drain about 10%, and round-robin halved a
 /// serial kind's rate). The kind's limit stays in the dispatcher's counters.
 pub(crate) struct WorkerHandles {
-    workers: Vec<(Recipient<RunJobs>, Recipient<AbortRunning>)>,
+    workers: Vec<WorkerAddr>,
     /// Jobs of this kind running on each worker.
     running: Vec<usize>,
     /// Moving average of how long this kind's attempts run, in µs.
     average_us: f64,
+}
+
+/// One worker's mailboxes, by message.
+struct WorkerAddr {
+    run: Recipient<RunJobs>,
+    abort: Recipient<AbortRunning>,
+    cancel: Recipient<CancelJob>,
 }
 
 /// Handlers shorter than this (on average) are not worth moving to another
@@ -110,10 +132,17 @@ impl WorkerHandles {
             self.running[index] += 1;
             per_worker[index].push(job);
         }
-        for ((run, _), jobs) in self.workers.iter().zip(per_worker) {
+        for (worker, jobs) in self.workers.iter().zip(per_worker) {
             if !jobs.is_empty() {
-                run.do_send(RunJobs(jobs));
+                worker.run.do_send(RunJobs(jobs));
             }
+        }
+    }
+
+    /// Cancels job `id` on whichever worker runs it (the others ignore it).
+    pub(crate) fn cancel(&self, cancel: &CancelJob) {
+        for worker in &self.workers {
+            worker.cancel.do_send(cancel.clone());
         }
     }
 
@@ -133,7 +162,7 @@ impl WorkerHandles {
         let asks: Vec<_> = self
             .workers
             .iter()
-            .map(|(_, abort)| abort.send(AbortRunning))
+            .map(|worker| worker.abort.send(AbortRunning))
             .collect();
         async move {
             let mut aborted = Vec::new();
@@ -168,7 +197,11 @@ pub(crate) fn start_worker<J: Job>(
                 tasks: Vec::new(),
                 _job: PhantomData,
             });
-            (addr.clone().recipient(), addr.recipient())
+            WorkerAddr {
+                run: addr.clone().recipient(),
+                abort: addr.clone().recipient(),
+                cancel: addr.recipient(),
+            }
         })
         .collect();
     WorkerHandles {
@@ -185,10 +218,20 @@ struct Worker<J: Job> {
     config: Arc<JobConfig>,
     dispatcher: Recipient<AttemptDone>,
     shared: Arc<Engine>,
-    /// Tasks started and possibly still running, with their progress, for
-    /// shutdown.
-    tasks: Vec<(Aborted, JoinHandle<()>, Arc<Progress>)>,
+    /// Attempts started and possibly still running, for shutdown and
+    /// cancellation.
+    tasks: Vec<Running>,
     _job: PhantomData<fn() -> J>,
+}
+
+/// An attempt this worker started.
+struct Running {
+    job: Aborted,
+    max_attempts: u32,
+    began: Instant,
+    task: JoinHandle<()>,
+    progress: Arc<Progress>,
+    cancel: Arc<CancelSignal>,
 }
 
 impl<J: Job> Actor for Worker<J> {
@@ -200,7 +243,7 @@ impl<J: Job> Handler<RunJobs> for Worker<J> {
 
     fn handle(&mut self, msg: RunJobs, _: &mut Self::Context) {
         if self.tasks.len() > self.config.concurrency.saturating_mul(2) {
-            self.tasks.retain(|(_, task, _)| !task.is_finished());
+            self.tasks.retain(|running| !running.task.is_finished());
         }
         for job in msg.0 {
             let started = Aborted {
@@ -208,17 +251,29 @@ impl<J: Job> Handler<RunJobs> for Worker<J> {
                 attempt: job.attempt,
                 checkpoint: None,
             };
+            let max_attempts = job.max_attempts;
             let progress = Arc::new(Progress::from_checkpoint(job.id, job.checkpoint.as_deref()));
+            let cancel = Arc::new(CancelSignal::default());
             let task = actix_rt::spawn(run_attempt::<J>(
                 job,
                 self.queue,
                 self.config.clone(),
                 self.shared.clone(),
-                progress.clone(),
+                Attempt {
+                    progress: progress.clone(),
+                    cancel: cancel.clone(),
+                },
                 self.dispatcher.clone(),
                 self.index,
             ));
-            self.tasks.push((started, task, progress));
+            self.tasks.push(Running {
+                job: started,
+                max_attempts,
+                began: Instant::now(),
+                task,
+                progress,
+                cancel,
+            });
         }
     }
 }
@@ -230,7 +285,13 @@ impl<J: Job> Handler<AbortRunning> for Worker<J> {
         // A finished task has already reported its outcome; an unfinished
         // one never will once aborted, so its job is released instead.
         let mut aborted = Vec::new();
-        for (mut job, task, progress) in self.tasks.drain(..) {
+        for Running {
+            mut job,
+            task,
+            progress,
+            ..
+        } in self.tasks.drain(..)
+        {
             if !task.is_finished() {
                 task.abort();
                 job.checkpoint = progress.take_if_dirty().map(|snapshot| snapshot.bytes);
@@ -241,16 +302,84 @@ impl<J: Job> Handler<AbortRunning> for Worker<J> {
     }
 }
 
+impl<J: Job> Handler<CancelJob> for Worker<J> {
+    type Result = ();
+
+    fn handle(&mut self, msg: CancelJob, ctx: &mut Self::Context) {
+        let Some(running) = self
+            .tasks
+            .iter()
+            .find(|r| r.job.id == msg.id && !r.task.is_finished())
+        else {
+            return;
+        };
+        if !running.cancel.cancel(msg.reason) {
+            return;
+        }
+        let attempt = running.job.attempt;
+        ctx.run_later(self.config.cancel_grace, move |worker, _| {
+            worker.abort_cancelled(msg.id, attempt)
+        });
+    }
+}
+
+impl<J: Job> Worker<J> {
+    /// The grace period of a cancelled attempt ended: if its handler is
+    /// still running, abort it and report it cancelled. (A task that has
+    /// finished already reported its own outcome: tasks and this actor
+    /// share one thread, so a task cannot be half-way through reporting.)
+    fn abort_cancelled(&mut self, id: i64, attempt: u32) {
+        let Some(index) = self
+            .tasks
+            .iter()
+            .position(|r| r.job.id == id && r.job.attempt == attempt && !r.task.is_finished())
+        else {
+            return;
+        };
+        let running = self.tasks.swap_remove(index);
+        running.task.abort();
+        let reason = running.cancel.reason().unwrap_or_default().to_string();
+        log::warn!(
+            "errands: job {id} (kind `{}`) did not stop within {:?} of being cancelled; aborted",
+            J::KIND,
+            self.config.cancel_grace
+        );
+        self.dispatcher.do_send(AttemptDone {
+            kind: J::KIND,
+            worker: self.index,
+            took: running.began.elapsed(),
+            max_attempts: running.max_attempts,
+            finished: Finished {
+                id,
+                kind: J::KIND,
+                attempt,
+                outcome: Outcome::Cancelled { reason },
+                checkpoint: None,
+                marked: true,
+            },
+            signal: AttemptSignal::Neutral,
+            throttle_until: None,
+        });
+    }
+}
+
+/// What a running attempt shares with its worker.
+struct Attempt {
+    progress: Arc<Progress>,
+    cancel: Arc<CancelSignal>,
+}
+
 /// One attempt, start to dispatcher.
 async fn run_attempt<J: Job>(
     job: ClaimedJob,
     queue: &'static str,
     config: Arc<JobConfig>,
     shared: Arc<Engine>,
-    progress: Arc<Progress>,
+    attempt: Attempt,
     dispatcher: Recipient<AttemptDone>,
     worker: usize,
 ) {
+    let Attempt { progress, cancel } = attempt;
     let began = Instant::now();
     let ran = match codec::decode::<J>(&job.payload) {
         Err(e) => Ran::Undecodable(e),
@@ -263,23 +392,48 @@ async fn run_attempt<J: Job>(
                 max_attempts: job.max_attempts,
                 shared: shared.clone(),
                 progress: progress.clone(),
+                cancel: cancel.clone(),
             };
             let attempt = CatchUnwind(Box::pin(value.run(ctx)));
+            let attempt = async { attempt.await.map_err(Failure::Panicked) };
             Ran::Finished(match config.timeout {
                 None => attempt.await,
                 Some(limit) => match actix_rt::time::timeout(limit, attempt).await {
                     Ok(result) => result,
-                    Err(_) => Err(format!("timed out after {limit:?}")),
+                    Err(_) => Err(Failure::TimedOut(limit)),
                 },
             })
         }
     };
+    let cancelled = cancel.reason().map(str::to_string);
     // Deciding the outcome is errands' own code, but nothing in it may keep
     // the attempt from ending: a panic here would leak the kind's slot and
     // make shutdown wait forever. So it is guarded too, with a fallback
     // that cannot panic.
+    let signal = match &ran {
+        Ran::Finished(Ok(Ok(()))) => AttemptSignal::Succeeded,
+        Ran::Finished(Err(Failure::TimedOut(_))) => AttemptSignal::Strained,
+        Ran::Finished(Ok(Err(e)))
+            if matches!(
+                e.later(),
+                Some(Later::ThrottleUntil(_) | Later::ThrottleFor(_))
+            ) =>
+        {
+            AttemptSignal::Strained
+        }
+        _ => AttemptSignal::Neutral,
+    };
+    let now = shared.clock.now_ms();
+    let throttle_until = match &ran {
+        Ran::Finished(Ok(Err(e))) => match e.later() {
+            Some(Later::ThrottleUntil(at)) => Some(crate::clock::run_at_ms(at)),
+            Some(Later::ThrottleFor(d)) => Some(ms_after(now, d)),
+            _ => None,
+        },
+        _ => None,
+    };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        decide::<J>(&job, &config, &shared, ran)
+        decide::<J>(&job, &config, &shared, ran, cancelled)
     }))
     .unwrap_or_else(|payload| {
         let error = format!(
@@ -315,6 +469,8 @@ async fn run_attempt<J: Job>(
             // Unless the dispatcher finds its mark still unsent.
             marked: true,
         },
+        signal,
+        throttle_until,
     });
 }
 
@@ -323,11 +479,55 @@ enum Ran {
     /// The payload did not decode into `J`; the handler never ran.
     Undecodable(String),
     /// The handler's result, or the panic or timeout that ended it.
-    Finished(Result<JobResult, String>),
+    Finished(Result<JobResult, Failure>),
 }
 
-/// The outcome of an attempt: done, retry after the backoff, or dead.
-fn decide<J: Job>(job: &ClaimedJob, config: &JobConfig, shared: &Engine, ran: Ran) -> Outcome {
+/// What ended an attempt other than its handler's result.
+enum Failure {
+    Panicked(String),
+    TimedOut(Duration),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Panicked(message) => f.write_str(message),
+            Failure::TimedOut(limit) => write!(f, "timed out after {limit:?}"),
+        }
+    }
+}
+
+/// The outcome of an attempt: done, retry after the backoff, dead, run
+/// again later without counting (snooze, throttle), or cancelled (a
+/// cancelled attempt that did not complete is never retried).
+fn decide<J: Job>(
+    job: &ClaimedJob,
+    config: &JobConfig,
+    shared: &Engine,
+    ran: Ran,
+    cancelled: Option<String>,
+) -> Outcome {
+    if let Some(reason) = cancelled {
+        if !matches!(ran, Ran::Finished(Ok(Ok(())))) {
+            return Outcome::Cancelled { reason };
+        }
+    }
+    let now = shared.clock.now_ms();
+    if let Ran::Finished(Ok(Err(e))) = &ran {
+        match e.later() {
+            Some(Later::Snooze(delay) | Later::ThrottleFor(delay)) => {
+                return Outcome::Snooze {
+                    run_at: ms_after(now, delay),
+                }
+            }
+            Some(Later::ThrottleUntil(at)) => {
+                return Outcome::Snooze {
+                    run_at: crate::clock::run_at_ms(at).max(now),
+                }
+            }
+            None => {}
+        }
+    }
     match ran {
         Ran::Undecodable(e) => Outcome::Dead {
             error: bounded(format!(
@@ -340,7 +540,9 @@ fn decide<J: Job>(job: &ClaimedJob, config: &JobConfig, shared: &Engine, ran: Ra
             error: bounded(e.message().to_string()),
         },
         Ran::Finished(Ok(Err(e))) => failed(job, config, shared, e.message().to_string()),
-        Ran::Finished(Err(panic_or_timeout)) => failed(job, config, shared, panic_or_timeout),
+        Ran::Finished(Err(panic_or_timeout)) => {
+            failed(job, config, shared, panic_or_timeout.to_string())
+        }
     }
 }
 

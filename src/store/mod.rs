@@ -74,8 +74,28 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Deletes dead jobs for good. Answers the count.
     fn purge(&self, target: DeadTarget) -> StoreFuture<u64>;
 
-    /// Deletes a job that has not started. Errors if it is running, dead or gone.
-    fn cancel(&self, id: i64) -> StoreFuture<()>;
+    /// Cancels a job: one that has not started at once (kept as
+    /// `cancelled`), a running or claimed one by a stored request that its
+    /// instance reads. Errors if it is dead, finished or gone.
+    fn cancel(&self, id: i64, reason: String, now: i64) -> StoreFuture<CancelAnswer>;
+
+    /// Stores a knob for every instance on the database.
+    fn write_control(&self, change: ControlWrite) -> StoreFuture<()>;
+
+    /// The stored knobs, of one queue or of all.
+    fn controls(&self, queue: Option<String>) -> StoreFuture<Vec<ControlRow>>;
+
+    /// A dispatcher's poll: its queue's knobs, and cancel requests for the
+    /// jobs this instance holds in it.
+    fn queue_controls(&self, queue: &'static str) -> StoreFuture<QueueControls>;
+
+    /// Cancels the jobs whose cancel request found them waiting again (a
+    /// retry raced the request), and drops requests of finished jobs.
+    fn settle_cancels(&self, now: i64) -> StoreFuture<u64>;
+
+    /// Deletes up to `batch` dead and cancelled jobs finished before
+    /// `before` (tombstones keep their fate). Answers how many.
+    fn prune_dead(&self, before: i64, batch: usize, now: i64) -> StoreFuture<u64>;
 
     /// Deletes retained completed jobs that finished before `before`.
     fn prune_completed(&self, before: i64) -> StoreFuture<u64>;

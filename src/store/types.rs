@@ -55,6 +55,12 @@ pub(crate) enum Outcome {
     /// counted. `started` is false for a job claimed ahead (prefetch) whose
     /// handler never ran.
     Released { started: bool },
+    /// Cancelled while it ran ([`Errands::cancel`](crate::Errands::cancel)):
+    /// kept as `cancelled` with this reason, never retried.
+    Cancelled { reason: String },
+    /// Run again at `run_at` without using an attempt (a snooze, or a
+    /// throttle of its kind): one more attempt is allowed, as Oban does.
+    Snooze { run_at: i64 },
 }
 
 /// One finished attempt.
@@ -105,4 +111,58 @@ pub(crate) enum DeadTarget {
     One(i64),
     Queue(String),
     All,
+}
+
+/// A stored knob, shared by every instance on the database.
+#[derive(Debug, Clone)]
+pub(crate) enum ControlWrite {
+    /// A kind's concurrency override; `None` goes back to the code's value.
+    Concurrency {
+        queue: String,
+        kind: String,
+        limit: Option<usize>,
+    },
+    /// Pause a queue (`kind` `None`) or a kind until a time (`i64::MAX`:
+    /// until resumed); `until` `None` resumes.
+    Pause {
+        queue: String,
+        kind: Option<String>,
+        until: Option<i64>,
+    },
+    /// Hold a kind until `until` (kept if a later throttle is stored).
+    Throttle {
+        queue: String,
+        kind: String,
+        until: i64,
+    },
+}
+
+/// One row of stored knobs: a queue's (`kind` empty) or a kind's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct ControlRow {
+    pub queue: String,
+    /// Empty for the queue's own row.
+    pub kind: String,
+    pub concurrency: Option<usize>,
+    pub paused_until: Option<i64>,
+    pub throttled_until: Option<i64>,
+}
+
+/// What a dispatcher reads at each poll: its queue's stored knobs, and the
+/// cancel requests for jobs this instance holds in it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct QueueControls {
+    pub rows: Vec<ControlRow>,
+    /// (job id, reason)
+    pub cancels: Vec<(i64, String)>,
+}
+
+/// What a cancel did.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum CancelAnswer {
+    /// The job had not started: it is now `cancelled`.
+    Cancelled,
+    /// It is running (or claimed) in `queue`: the request is stored for
+    /// the instance that holds it.
+    Requested { queue: String },
 }

@@ -26,9 +26,15 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+mod adaptive;
+mod control;
 mod drain;
+mod rate_window;
 mod report;
 mod slots;
+
+pub(crate) use adaptive::AttemptSignal;
+pub(crate) use control::{ApplyControl, Control, Inspect, KindState};
 
 pub(crate) use drain::Drain;
 use drain::Draining;
@@ -40,7 +46,7 @@ use super::worker::AttemptDone;
 use super::StopActor;
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::store::{Claim, ClaimedJob, FinishAndClaim, FinishedAndClaimed, Outcome};
+use crate::store::{Claim, ClaimedJob, ControlRow, FinishAndClaim, FinishedAndClaimed, Outcome};
 
 /// Finish-and-claim requests one dispatcher keeps in flight at most, unless
 /// the store asks for more ([`Store::rounds_in_flight`](crate::store::Store)).
@@ -109,6 +115,18 @@ pub(crate) struct Dispatcher {
     /// deadlocked (seen in the four-process test).
     marking: std::collections::HashSet<i64>,
     draining: Option<Draining>,
+    /// The queue is paused until then (`i64::MAX`: until resumed).
+    queue_paused_until: Option<i64>,
+    /// Stored knobs read at start, applied when the actor starts.
+    initial_controls: Vec<ControlRow>,
+    /// Bumped by every change applied here, so that a poll's read that
+    /// began before it does not undo it.
+    control_generation: u64,
+    controls_read_in_flight: bool,
+    /// Jobs whose cancellation was passed on (once each).
+    cancelling: std::collections::HashSet<i64>,
+    /// Callers of applied changes, answered once no claim is in flight.
+    control_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Dispatcher {
@@ -117,6 +135,7 @@ impl Dispatcher {
         shared: Arc<Engine>,
         kinds: Vec<KindSlots>,
         poll_interval: Duration,
+        initial_controls: Vec<ControlRow>,
     ) -> Self {
         Dispatcher {
             queue,
@@ -134,6 +153,40 @@ impl Dispatcher {
             mark_timer: false,
             marking: std::collections::HashSet::new(),
             draining: None,
+            queue_paused_until: None,
+            initial_controls,
+            control_generation: 0,
+            controls_read_in_flight: false,
+            cancelling: std::collections::HashSet::new(),
+            control_waiters: Vec::new(),
+        }
+    }
+
+    /// Starts buffered jobs of every kind not held (paused, throttled),
+    /// within limits and rate windows; asks for a wake when a rate window
+    /// holds jobs back.
+    fn start_ready(&mut self) {
+        if !self.may_start() {
+            return;
+        }
+        let now = self.shared.clock.now_ms();
+        let queue_paused = self.queue_paused_until;
+        for slots in &mut self.kinds {
+            if slots.held_until(now, queue_paused).is_some() {
+                // Claimed before the hold (a claim was in flight): back to
+                // the queue, where every instance sees the hold.
+                if !slots.buffer.is_empty() {
+                    self.pending.extend(slots.release_buffered());
+                }
+                continue;
+            }
+            slots.start_buffered(&mut self.marks, now);
+            if let Some(at) = slots.rate_blocked_until(now) {
+                if slots.rate_wake_at != Some(at) {
+                    slots.rate_wake_at = Some(at);
+                    self.shared.signals.due_at(at);
+                }
+            }
         }
     }
 
@@ -154,6 +207,7 @@ impl Dispatcher {
     /// Sends finish-and-claim requests while there is work and fewer than
     /// [`MAX_IN_FLIGHT`] are out.
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        self.start_ready();
         let most = self.shared.store.rounds_in_flight().max(MAX_IN_FLIGHT);
         while self.in_flight < most && !self.paused {
             if !self.send_request(ctx) {
@@ -162,6 +216,7 @@ impl Dispatcher {
         }
         if self.in_flight == 0 {
             self.finish_drain_if_idle();
+            self.answer_control_waiters();
         }
     }
 
@@ -199,21 +254,26 @@ impl Dispatcher {
         // One request claims at most a limit's worth of each kind: the rest
         // of the prefetch is for the next request, so that one can claim
         // while this one's jobs run.
+        let now = self.shared.clock.now_ms();
+        let queue_paused = self.queue_paused_until;
         let claims: Vec<Claim> = self
             .kinds
             .iter_mut()
-            .filter(|k| claiming && k.maybe_ready && k.claimable() > 0)
-            .map(|k| {
-                let n = k.claimable().min(k.claim_size());
+            .filter(|k| claiming && k.maybe_ready && k.held_until(now, queue_paused).is_none())
+            .filter_map(|k| {
+                let n = k.claimable_at(now).min(k.claim_size());
+                if n == 0 {
+                    return None;
+                }
                 let start_now = k.start_now(n);
                 k.reserved += n;
                 k.reserved_now += start_now;
-                Claim {
+                Some(Claim {
                     kind: k.kind,
                     n,
                     start_now,
                     global_limit: k.global_limit,
-                }
+                })
             })
             .collect();
         let (outcomes, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
@@ -375,6 +435,7 @@ impl Dispatcher {
                 self.retry_later(outcomes, &e.to_string(), e.is_store_gone(), ctx)
             }
         }
+        self.answer_control_waiters();
     }
 
     /// Outcomes that could not be written: keep them (first, in order) and
@@ -444,11 +505,7 @@ impl Dispatcher {
                 slots.buffer.push_back(job);
             }
         }
-        if self.may_start() {
-            for slots in &mut self.kinds {
-                slots.start_buffered(&mut self.marks);
-            }
-        }
+        self.start_ready();
     }
 
     /// Sends waiting marks after [`MARK_DELAY`] if no other request has
@@ -478,7 +535,9 @@ impl Dispatcher {
         let now = self.shared.clock.now_ms();
         let mut next_retry: Option<i64> = None;
         for p in outcomes {
-            let Outcome::Retry { run_at, .. } = &p.finished.outcome else {
+            self.cancelling.remove(&p.finished.id);
+            let (Outcome::Retry { run_at, .. } | Outcome::Snooze { run_at }) = &p.finished.outcome
+            else {
                 continue;
             };
             if *run_at <= now {
@@ -510,10 +569,13 @@ impl Actor for Dispatcher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        let initial = std::mem::take(&mut self.initial_controls);
+        self.apply_rows(&initial, ctx);
         ctx.run_interval(self.poll_interval, |act, ctx| {
             for slots in &mut act.kinds {
                 slots.wake();
             }
+            act.poll_controls(ctx);
             act.pump(ctx);
         });
         self.pump(ctx);
@@ -558,9 +620,8 @@ impl Handler<AttemptDone> for Dispatcher {
     fn handle(&mut self, msg: AttemptDone, ctx: &mut Context<Self>) {
         // A retry due already (no backoff) is claimable at once.
         let due_now = matches!(msg.finished.outcome,
-            Outcome::Retry { run_at, .. } if run_at <= self.shared.clock.now_ms());
-        let may_start = self.may_start();
-        let marks = &mut self.marks;
+            Outcome::Retry { run_at, .. } | Outcome::Snooze { run_at }
+                if run_at <= self.shared.clock.now_ms());
         if let Some(slots) = self.kinds.iter_mut().find(|k| k.kind == msg.kind) {
             slots.running = slots.running.saturating_sub(1);
             slots.worker.finished(msg.worker, msg.took);
@@ -569,10 +630,12 @@ impl Handler<AttemptDone> for Dispatcher {
             if due_now || slots.global_limit.is_some() {
                 slots.wake();
             }
-            if may_start {
-                slots.start_buffered(marks);
-            }
         }
+        self.adapt(msg.kind, msg.signal, msg.took);
+        if let Some(until) = msg.throttle_until {
+            self.throttle(msg.kind, until, ctx);
+        }
+        self.start_ready();
         self.pending.push(PendingOutcome {
             kind: msg.kind,
             max_attempts: msg.max_attempts,

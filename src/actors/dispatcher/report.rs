@@ -30,6 +30,18 @@ pub(super) fn event(p: &PendingOutcome) -> Event {
             kind,
             started: *started,
         },
+        Outcome::Cancelled { reason } => Event::Cancelled {
+            id,
+            kind,
+            attempt,
+            reason: reason.clone(),
+        },
+        Outcome::Snooze { run_at } => Event::Snoozed {
+            id,
+            kind,
+            attempt,
+            run_at: ms_to_system_time(*run_at),
+        },
     }
 }
 

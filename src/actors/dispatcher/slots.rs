@@ -6,7 +6,10 @@
 
 use std::collections::VecDeque;
 
+use super::adaptive::Adaptive;
+use super::rate_window::RateWindow;
 use crate::actors::worker::WorkerHandles;
+use crate::config::JobConfig;
 use crate::store::{ClaimedJob, Finished, Outcome};
 
 /// The smallest batch a claim asks for (see [`KindSlots::claim_size`]).
@@ -39,28 +42,80 @@ pub(crate) struct KindSlots {
     pub(super) wakes: u64,
     /// The kind's limit across every instance on the database, if any.
     pub(super) global_limit: Option<usize>,
+    /// The code's limit (`JobConfig::concurrency`).
+    pub(super) default_limit: usize,
+    /// A stored override (`Errands::set_concurrency`); wins over the
+    /// code's limit and over adaptive concurrency until reset.
+    pub(super) override_limit: Option<usize>,
+    pub(super) adaptive: Option<Adaptive>,
+    pub(super) rate: Option<RateWindow>,
+    /// Paused (this kind) until then; `i64::MAX` until resumed.
+    pub(super) paused_until: Option<i64>,
+    /// Throttled (`JobError::throttle`) until then.
+    pub(super) throttled_until: Option<i64>,
+    /// A wake for the rate window's next opening is set for this time.
+    pub(super) rate_wake_at: Option<i64>,
 }
 
 impl KindSlots {
-    pub(crate) fn new(
-        kind: &'static str,
-        limit: usize,
-        prefetch: usize,
-        global_limit: Option<usize>,
-        worker: WorkerHandles,
-    ) -> Self {
+    pub(crate) fn new(kind: &'static str, config: &JobConfig, worker: WorkerHandles) -> Self {
+        let limit = config.concurrency;
         KindSlots {
             kind,
             limit,
             worker,
-            prefetch,
+            prefetch: config.prefetch_limit(),
             running: 0,
             buffer: VecDeque::new(),
             reserved: 0,
             reserved_now: 0,
             maybe_ready: true,
             wakes: 0,
-            global_limit,
+            global_limit: config.global_concurrency,
+            default_limit: limit,
+            override_limit: None,
+            adaptive: config.adaptive.map(|(min, max)| Adaptive::new(min, max)),
+            rate: config.rate_limit.map(|(n, per)| {
+                RateWindow::new(n, i64::try_from(per.as_millis()).unwrap_or(i64::MAX))
+            }),
+            paused_until: None,
+            throttled_until: None,
+            rate_wake_at: None,
+        }
+    }
+
+    /// Sets `limit` from the override, the adaptive value or the code's
+    /// default, in that order. Answers whether it changed.
+    pub(super) fn refresh_limit(&mut self) -> bool {
+        let limit = self
+            .override_limit
+            .or(self.adaptive.as_ref().map(Adaptive::current))
+            .unwrap_or(self.default_limit);
+        std::mem::replace(&mut self.limit, limit) != limit
+    }
+
+    /// Until when this kind may not start or claim jobs (its own pause, its
+    /// queue's, or a throttle), if that is later than `now`.
+    pub(super) fn held_until(&self, now: i64, queue_paused: Option<i64>) -> Option<i64> {
+        [self.paused_until, self.throttled_until, queue_paused]
+            .into_iter()
+            .flatten()
+            .filter(|until| *until > now)
+            .max()
+    }
+
+    /// How many jobs a claim may take now, within the rate limit: no more
+    /// than may start in the current window, so that no claimed job waits
+    /// in the buffer for the window to open (another process could have
+    /// run it).
+    pub(super) fn claimable_at(&mut self, now: i64) -> usize {
+        let claimable = self.claimable();
+        match self.rate.as_mut() {
+            None => claimable,
+            Some(rate) => claimable.min(
+                rate.room(now)
+                    .saturating_sub(self.buffer.len() + self.reserved),
+            ),
         }
     }
 
@@ -79,11 +134,17 @@ impl KindSlots {
 
     /// Starts buffered jobs while slots are free. Jobs claimed ahead are
     /// added to `marks`: the next request marks them started.
-    pub(super) fn start_buffered(&mut self, marks: &mut Vec<(i64, &'static str)>) {
-        let n = self
+    /// Under a rate limit, starts no more than the window allows (see
+    /// [`KindSlots::rate_blocked_until`]).
+    pub(super) fn start_buffered(&mut self, marks: &mut Vec<(i64, &'static str)>, now: i64) {
+        let mut n = self
             .limit
             .saturating_sub(self.running)
             .min(self.buffer.len());
+        if let Some(rate) = self.rate.as_mut() {
+            n = n.min(rate.room(now));
+            rate.record(now, n);
+        }
         if n == 0 {
             return;
         }
@@ -91,6 +152,16 @@ impl KindSlots {
         let jobs: Vec<ClaimedJob> = self.buffer.drain(..n).collect();
         marks.extend(jobs.iter().filter(|j| !j.marked).map(|j| (j.id, self.kind)));
         self.worker.run(jobs);
+    }
+
+    /// When the rate window next lets a job start, if jobs are waiting for
+    /// it (buffered, or maybe ready in the store) and none may start now.
+    pub(super) fn rate_blocked_until(&mut self, now: i64) -> Option<i64> {
+        let rate = self.rate.as_mut()?;
+        let waiting = !self.buffer.is_empty() || self.maybe_ready;
+        (waiting && rate.room(now) == 0)
+            .then(|| rate.next_opening())
+            .flatten()
     }
 
     /// The most one request claims for this kind: a limit's worth (the rest
@@ -147,7 +218,8 @@ mod tests {
     }
 
     fn slots(limit: usize, prefetch: usize) -> KindSlots {
-        KindSlots::new("k", limit, prefetch, None, WorkerHandles::detached())
+        let config = JobConfig::new().concurrency(limit).prefetch(prefetch);
+        KindSlots::new("k", &config, WorkerHandles::detached())
     }
 
     /// `running ≤ limit` and `running + buffered + reserved ≤ limit + prefetch`.
@@ -186,7 +258,7 @@ mod tests {
         s.reserved -= n;
         s.reserved_now -= now;
         s.buffer.extend((0..12).map(|id| job(id, id < 4)));
-        s.start_buffered(&mut marks);
+        s.start_buffered(&mut marks, 0);
         assert_eq!((s.running, s.buffer.len()), (4, 8));
         assert!(
             marks.is_empty(),
@@ -195,7 +267,7 @@ mod tests {
         assert_invariants(&s);
         // One finishes: the next starts from the buffer and needs a mark.
         s.running -= 1;
-        s.start_buffered(&mut marks);
+        s.start_buffered(&mut marks, 0);
         assert_eq!((s.running, s.buffer.len()), (4, 7));
         assert_eq!(marks, [(4, "k")]);
         assert_eq!(s.claimable(), 1);
@@ -210,9 +282,9 @@ mod tests {
         let n = s.claimable().min(s.claim_size());
         assert_eq!((n, s.start_now(n)), (MIN_CLAIM, 1));
         s.buffer.extend((0..n as i64).map(|id| job(id, id == 0)));
-        s.start_buffered(&mut marks);
+        s.start_buffered(&mut marks, 0);
         assert_eq!(s.running, 1);
-        s.start_buffered(&mut marks);
+        s.start_buffered(&mut marks, 0);
         assert_eq!(s.running, 1, "never more than one");
         assert_invariants(&s);
     }

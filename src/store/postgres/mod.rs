@@ -16,6 +16,7 @@
 //!   are listed in `owners` for recovery.
 //! - TLS, when configured, for every connection (`tls.rs`).
 
+mod controls;
 mod cut_off;
 mod enqueuer;
 mod liveness;
@@ -40,7 +41,10 @@ use options::target;
 pub(crate) use options::{parse_config, valid_schema_name};
 pub use options::{PostgresOptions, DEFAULT_PG_SCHEMA};
 
-use super::{DeadTarget, FinishAndClaim, FinishedAndClaimed, NewJob, Store, StoreFuture};
+use super::{
+    CancelAnswer, ControlRow, ControlWrite, DeadTarget, FinishAndClaim, FinishedAndClaimed, NewJob,
+    QueueControls, Store, StoreFuture,
+};
 use crate::error::{Error, Result};
 use crate::inspect::{Counts, JobInfo, JobStatus};
 use crate::store_error::StoreError;
@@ -346,8 +350,10 @@ impl Store for PgStore {
         let time = &self.shared.time;
         batch.now = time.to_server(batch.now);
         for finished in &mut batch.finished {
-            if let crate::store::Outcome::Retry { run_at, .. } = &mut finished.outcome {
-                *run_at = time.to_server(*run_at);
+            match &mut finished.outcome {
+                crate::store::Outcome::Retry { run_at, .. }
+                | crate::store::Outcome::Snooze { run_at } => *run_at = time.to_server(*run_at),
+                _ => {}
             }
         }
         let claim = self.liveness.is_held();
@@ -471,9 +477,28 @@ impl Store for PgStore {
         })
     }
 
-    fn cancel(&self, id: i64) -> StoreFuture<()> {
-        let now = crate::clock::system_time_to_ms(std::time::SystemTime::now());
-        self.in_transaction(move |tx, shared| Box::pin(writes::cancel(tx, &shared.schema, id, now)))
+    fn cancel(&self, id: i64, reason: String, now: i64) -> StoreFuture<CancelAnswer> {
+        controls::cancel(self, id, reason, now)
+    }
+
+    fn write_control(&self, change: ControlWrite) -> StoreFuture<()> {
+        controls::write(self, change)
+    }
+
+    fn controls(&self, queue: Option<String>) -> StoreFuture<Vec<ControlRow>> {
+        controls::rows(self, queue)
+    }
+
+    fn queue_controls(&self, queue: &'static str) -> StoreFuture<QueueControls> {
+        controls::for_queue(self, queue)
+    }
+
+    fn settle_cancels(&self, now: i64) -> StoreFuture<u64> {
+        controls::settle_cancels(self, now)
+    }
+
+    fn prune_dead(&self, before: i64, batch: usize, now: i64) -> StoreFuture<u64> {
+        controls::prune_dead(self, before, batch, now)
     }
 
     fn prune_completed(&self, before: i64) -> StoreFuture<u64> {

@@ -118,7 +118,8 @@ pub(super) async fn counts(client: &impl GenericClient, s: &str, now: i64) -> Re
                         count(*) FILTER (WHERE state = 'running' AND started_at IS NULL),
                         count(*) FILTER (WHERE state = 'running' AND started_at IS NOT NULL),
                         count(*) FILTER (WHERE state = 'dead'),
-                        count(*) FILTER (WHERE state = 'completed')
+                        count(*) FILTER (WHERE state = 'completed'),
+                        count(*) FILTER (WHERE state = 'cancelled')
                    FROM {s}.jobs GROUP BY queue, kind ORDER BY queue, kind"
             ),
             &[&now],
@@ -136,6 +137,7 @@ pub(super) async fn counts(client: &impl GenericClient, s: &str, now: i64) -> Re
             running: n(row, 5),
             dead: n(row, 6),
             completed: n(row, 7),
+            cancelled: n(row, 8),
         })
         .collect())
 }

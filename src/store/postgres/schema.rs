@@ -16,7 +16,7 @@ use tokio_postgres::Client;
 use crate::error::{Error, Result};
 
 /// The newest schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// Migration `n` (1-based) takes the schema from version `n-1` to `n`.
 /// `{s}` is replaced by the schema name.
@@ -70,6 +70,26 @@ const MIGRATIONS: &[&str] = &[
         id    bigint PRIMARY KEY,
         state text   NOT NULL CHECK (state IN ('cancelled', 'purged')),
         at    bigint NOT NULL
+    );",
+    // 2: live control, as SQLite's version 4: a kept `cancelled` state,
+    // the stored knobs (a queue's row has an empty kind) and the cancel
+    // requests for running jobs.
+    "ALTER TABLE {s}.jobs DROP CONSTRAINT jobs_state_check;
+    ALTER TABLE {s}.jobs ADD CONSTRAINT jobs_state_check
+        CHECK (state IN ('available', 'running', 'dead', 'completed', 'cancelled'));
+    CREATE INDEX jobs_cancelled ON {s}.jobs (finished_at) WHERE state = 'cancelled';
+    CREATE TABLE {s}.controls (
+        queue           text   NOT NULL,
+        kind            text   NOT NULL,
+        concurrency     bigint,
+        paused_until    bigint,
+        throttled_until bigint,
+        PRIMARY KEY (queue, kind)
+    );
+    CREATE TABLE {s}.cancels (
+        id     bigint PRIMARY KEY,
+        reason text   NOT NULL,
+        at     bigint NOT NULL
     );",
 ];
 

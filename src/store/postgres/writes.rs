@@ -105,14 +105,16 @@ async fn write_outcomes(
     retain_completed: bool,
     batch: &FinishAndClaim,
 ) -> Result<()> {
-    // Completed, retry, dead, released.
-    let mut groups: [Group; 4] = Default::default();
+    // Completed, retry, dead, released, cancelled, snoozed.
+    let mut groups: [Group; 6] = Default::default();
     for f in &batch.finished {
         let (index, run_at, error) = match &f.outcome {
             Outcome::Completed => (0, 0, None),
             Outcome::Retry { run_at, error } => (1, *run_at, Some(error.as_str())),
             Outcome::Dead { error } => (2, 0, Some(error.as_str())),
             Outcome::Released { .. } => (3, 0, None),
+            Outcome::Cancelled { reason } => (4, 0, Some(reason.as_str())),
+            Outcome::Snooze { run_at } => (5, *run_at, None),
         };
         groups[index].push(f.id, f.attempt, run_at, error, f.checkpoint.as_deref());
     }
@@ -168,6 +170,21 @@ async fn write_outcomes(
         format!(
             "UPDATE {s}.jobs j SET state = 'available', owner = NULL,
                     attempts = greatest(j.attempts - 1, 0),
+                    checkpoint = coalesce(f.checkpoint, j.checkpoint)
+               FROM {unnest} WHERE {mine}"
+        ),
+        // The job's cancel request is settled with it.
+        format!(
+            "WITH done AS (
+                UPDATE {s}.jobs j SET state = 'cancelled', owner = NULL, finished_at = $7,
+                       last_error = f.error
+                  FROM {unnest} WHERE {mine} RETURNING j.id)
+             DELETE FROM {s}.cancels WHERE id IN (SELECT id FROM done)"
+        ),
+        // One more attempt allowed, so that this one does not count.
+        format!(
+            "UPDATE {s}.jobs j SET state = 'available', owner = NULL, run_at = f.run_at,
+                    max_attempts = j.max_attempts + 1,
                     checkpoint = coalesce(f.checkpoint, j.checkpoint)
                FROM {unnest} WHERE {mine}"
         ),
@@ -457,14 +474,30 @@ pub(super) async fn purge(
 ) -> Result<u64> {
     let delete = format!("DELETE FROM {s}.jobs WHERE state = 'dead'");
     let rows = match target {
+        // One job may be any that is not running, as on SQLite: dead,
+        // cancelled, or still waiting (its tombstone then says cancelled).
         DeadTarget::One(id) => {
             let rows = tx
-                .query(&format!("{delete} AND id = $1 RETURNING id"), &[id])
+                .query(
+                    &format!(
+                        "DELETE FROM {s}.jobs
+                          WHERE state IN ('dead', 'cancelled', 'available') AND id = $1
+                         RETURNING state"
+                    ),
+                    &[id],
+                )
                 .await?;
-            if rows.is_empty() {
+            let Some(row) = rows.first() else {
                 return Err(refusal(tx, s, *id, "purge", now).await);
-            }
-            rows
+            };
+            let state: String = row.get(0);
+            let how = if state == "dead" {
+                "purged"
+            } else {
+                "cancelled"
+            };
+            remember(tx, s, &[*id], how, now).await?;
+            return Ok(1);
         }
         DeadTarget::Queue(queue) => {
             tx.query(&format!("{delete} AND queue = $1 RETURNING id"), &[queue])
@@ -475,19 +508,6 @@ pub(super) async fn purge(
     let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
     remember(tx, s, &ids, "purged", now).await?;
     Ok(ids.len() as u64)
-}
-
-pub(super) async fn cancel(tx: &Transaction<'_>, s: &str, id: i64, now: i64) -> Result<()> {
-    let n = tx
-        .execute(
-            &format!("DELETE FROM {s}.jobs WHERE id = $1 AND state = 'available'"),
-            &[&id],
-        )
-        .await?;
-    if n == 0 {
-        return Err(refusal(tx, s, id, "cancel", now).await);
-    }
-    remember(tx, s, &[id], "cancelled", now).await
 }
 
 pub(super) async fn prune_completed(tx: &Transaction<'_>, s: &str, before: i64) -> Result<u64> {
@@ -501,7 +521,13 @@ pub(super) async fn prune_completed(tx: &Transaction<'_>, s: &str, before: i64) 
 
 /// Tombstones for jobs an operator deleted, so `status(id)` can tell them
 /// from completed ones.
-async fn remember(tx: &Transaction<'_>, s: &str, ids: &[i64], how: &str, now: i64) -> Result<()> {
+pub(super) async fn remember(
+    tx: &Transaction<'_>,
+    s: &str,
+    ids: &[i64],
+    how: &str,
+    now: i64,
+) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -517,7 +543,13 @@ async fn remember(tx: &Transaction<'_>, s: &str, ids: &[i64], how: &str, now: i6
 }
 
 /// Why an operation on job `id` changed nothing.
-async fn refusal(tx: &Transaction<'_>, s: &str, id: i64, action: &'static str, now: i64) -> Error {
+pub(super) async fn refusal(
+    tx: &Transaction<'_>,
+    s: &str,
+    id: i64,
+    action: &'static str,
+    now: i64,
+) -> Error {
     let row = tx
         .query_opt(
             &format!("SELECT state, run_at, started_at IS NOT NULL FROM {s}.jobs WHERE id = $1"),

@@ -8,6 +8,7 @@
 //! waits for SQLite.
 
 mod checkpointer;
+mod controls;
 mod counters;
 mod options;
 mod owners;
@@ -29,7 +30,10 @@ use rusqlite::{Connection, OpenFlags};
 pub use options::{SqliteOptions, Synchronous};
 use writer::Writer;
 
-use super::{DeadTarget, FinishAndClaim, FinishedAndClaimed, NewJob, Store, StoreFuture};
+use super::{
+    CancelAnswer, ControlRow, ControlWrite, DeadTarget, FinishAndClaim, FinishedAndClaimed, NewJob,
+    QueueControls, Store, StoreFuture,
+};
 use crate::error::{Error, Result};
 use crate::inspect::{Counts, JobInfo, JobStatus};
 
@@ -298,11 +302,40 @@ impl Store for SqliteStore {
         )
     }
 
-    fn cancel(&self, id: i64) -> StoreFuture<()> {
-        let now = crate::clock::system_time_to_ms(std::time::SystemTime::now());
+    fn cancel(&self, id: i64, reason: String, now: i64) -> StoreFuture<CancelAnswer> {
         Box::pin(
             self.writer
-                .submit(move |conn| writes::cancel(conn, id, now)),
+                .submit(move |conn| controls::cancel(conn, id, &reason, now)),
+        )
+    }
+
+    fn write_control(&self, change: ControlWrite) -> StoreFuture<()> {
+        Box::pin(
+            self.writer
+                .submit_as(true, move |conn| controls::write(conn, &change)),
+        )
+    }
+
+    fn controls(&self, queue: Option<String>) -> StoreFuture<Vec<ControlRow>> {
+        self.read(move |conn| controls::rows(conn, queue.as_deref()))
+    }
+
+    fn queue_controls(&self, queue: &'static str) -> StoreFuture<QueueControls> {
+        let owner = self.owner.clone();
+        self.read(move |conn| controls::for_queue(conn, queue, &owner))
+    }
+
+    fn settle_cancels(&self, now: i64) -> StoreFuture<u64> {
+        Box::pin(
+            self.writer
+                .submit(move |conn| controls::settle_cancels(conn, now)),
+        )
+    }
+
+    fn prune_dead(&self, before: i64, batch: usize, now: i64) -> StoreFuture<u64> {
+        Box::pin(
+            self.writer
+                .submit(move |conn| controls::prune_dead(conn, before, batch, now)),
         )
     }
 

@@ -11,7 +11,9 @@ use proptest::prelude::*;
 use super::{SqliteOptions, SqliteStore};
 use crate::error::Error;
 use crate::inspect::JobState;
-use crate::store::{Claim, DeadTarget, FinishAndClaim, Finished, NewJob, Outcome, Store};
+use crate::store::{
+    CancelAnswer, Claim, DeadTarget, FinishAndClaim, Finished, NewJob, Outcome, Store,
+};
 
 const MAX_ATTEMPTS: u32 = 3;
 
@@ -259,12 +261,16 @@ async fn run(ops: Vec<Op>) {
             }
             Op::Cancel(i) => {
                 if let Some(id) = pick(model.keys().copied().collect(), i) {
-                    match (model[&id].state, store.cancel(id).await) {
-                        (JobState::Available, Ok(())) => {
-                            model.remove(&id);
-                            gone.push(id);
+                    match (model[&id].state, store.cancel(id, "why".into(), 0).await) {
+                        (JobState::Available, Ok(CancelAnswer::Cancelled)) => {
+                            model.get_mut(&id).expect("picked").state = JobState::Cancelled;
                         }
                         (JobState::Available, Err(e)) => panic!("cancel failed: {e}"),
+                        // Running: a request its owner reads; nothing else moves.
+                        (
+                            JobState::Running | JobState::Claimed,
+                            Ok(CancelAnswer::Requested { .. }),
+                        ) => {}
                         (_, Err(Error::WrongState { .. })) => {}
                         (state, other) => panic!("cancel of a {state} job answered {other:?}"),
                     }

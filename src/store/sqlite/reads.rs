@@ -114,6 +114,7 @@ pub(super) fn counts(conn: &Connection, now: i64) -> Result<Vec<Counts>> {
             "claimed" => &mut entry.claimed,
             "running" => &mut entry.running,
             "dead" => &mut entry.dead,
+            "cancelled" => &mut entry.cancelled,
             _ => &mut entry.completed,
         } += n;
     }

@@ -190,6 +190,29 @@ fn write_outcome(
             .execute(params![id, owner, attempt, checkpoint])?,
             Some("available"),
         ),
+        Outcome::Cancelled { reason } => {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE errands_jobs SET state = 'cancelled', owner = NULL, finished_at = ?4,
+                        last_error = ?5
+                     WHERE id = ?1 AND owner = ?2 AND attempts = ?3 AND state = 'running'",
+                )?
+                .execute(params![id, owner, attempt, now, reason])?;
+            conn.prepare_cached("DELETE FROM errands_cancels WHERE id = ?1")?
+                .execute(params![id])?;
+            (n, Some("cancelled"))
+        }
+        // One more attempt allowed, so that this one does not count
+        // (attempt numbers keep rising; the budget moves with them).
+        Outcome::Snooze { run_at } => (
+            conn.prepare_cached(
+                "UPDATE errands_jobs SET state = 'available', owner = NULL, run_at = ?4,
+                    max_attempts = max_attempts + 1, checkpoint = coalesce(?5, checkpoint)
+                 WHERE id = ?1 AND owner = ?2 AND attempts = ?3 AND state = 'running'",
+            )?
+            .execute(params![id, owner, attempt, run_at, checkpoint])?,
+            Some("available"),
+        ),
     };
     // Counted only if the row really changed (a stale outcome changes none).
     let changed = changed as i64;
@@ -427,16 +450,29 @@ pub(super) fn purge(conn: &Connection, target: &DeadTarget, now: i64) -> Result<
     let delete = "DELETE FROM errands_jobs WHERE state = 'dead'";
     let returning = "RETURNING queue, kind, id";
     let gone = match target {
+        // One job may be any that is not running: dead, cancelled (kept
+        // until pruned) or still waiting (deleted before it ran, which is
+        // what a cancel does, so its tombstone says cancelled). A delete
+        // needs no room: on a full database it is what frees space.
         DeadTarget::One(id) => {
-            let gone = groups_and_ids(
-                conn,
-                &format!("{delete} AND id = ?1 {returning}"),
-                params![id],
-            )?;
-            if gone.is_empty() {
-                return Err(refusal(conn, *id, "purge", now));
+            for (state, how) in [
+                ("dead", "purged"),
+                ("cancelled", "cancelled"),
+                ("available", "cancelled"),
+            ] {
+                let gone = groups_and_ids(
+                    conn,
+                    &format!(
+                        "DELETE FROM errands_jobs WHERE state = '{state}' AND id = ?1 {returning}"
+                    ),
+                    params![id],
+                )?;
+                if !gone.is_empty() {
+                    forget(conn, &gone, state, how, now)?;
+                    return Ok(1);
+                }
             }
-            gone
+            return Err(refusal(conn, *id, "purge", now));
         }
         DeadTarget::Queue(queue) => groups_and_ids(
             conn,
@@ -447,18 +483,6 @@ pub(super) fn purge(conn: &Connection, target: &DeadTarget, now: i64) -> Result<
     };
     forget(conn, &gone, "dead", "purged", now)?;
     Ok(gone.len() as u64)
-}
-
-pub(super) fn cancel(conn: &Connection, id: i64, now: i64) -> Result<()> {
-    let gone = groups_and_ids(
-        conn,
-        "DELETE FROM errands_jobs WHERE id = ?1 AND state = 'available' RETURNING queue, kind, id",
-        params![id],
-    )?;
-    if gone.is_empty() {
-        return Err(refusal(conn, id, "cancel", now));
-    }
-    forget(conn, &gone, "available", "cancelled", now)
 }
 
 pub(super) fn prune_completed(conn: &Connection, before: i64) -> Result<u64> {
@@ -479,7 +503,7 @@ pub(super) fn prune_completed(conn: &Connection, before: i64) -> Result<u64> {
 /// Deleted jobs: counted out of `state`, and remembered as `how`
 /// (cancelled, purged) so that `status(id)` can tell them from completed
 /// jobs, whose rows are deleted without a trace.
-fn forget(
+pub(super) fn forget(
     conn: &Connection,
     gone: &[(String, String, i64)],
     state: &'static str,
@@ -498,7 +522,7 @@ fn forget(
 }
 
 /// Runs a statement that returns `queue, kind` per row changed.
-fn groups(
+pub(super) fn groups(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
@@ -509,7 +533,7 @@ fn groups(
 }
 
 /// Runs a statement that returns `queue, kind, id` per row changed.
-fn groups_and_ids(
+pub(super) fn groups_and_ids(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
@@ -521,7 +545,7 @@ fn groups_and_ids(
 
 /// Why an operation on job `id` changed nothing: it is gone, or in a state
 /// the operation does not apply to.
-fn refusal(conn: &Connection, id: i64, action: &'static str, now: i64) -> Error {
+pub(super) fn refusal(conn: &Connection, id: i64, action: &'static str, now: i64) -> Error {
     match state_of(conn, id, now) {
         Ok(None) => Error::NotFound(id),
         Ok(Some(state)) => Error::WrongState { id, state, action },
