@@ -86,6 +86,26 @@ impl Engine {
             .cloned()
     }
 
+    /// Logs and tells subscribers that this instance now holds `kind`
+    /// until `until` (a throttle).
+    pub(crate) fn announce_throttle(&self, queue: &'static str, kind: &'static str, until: i64) {
+        let now = self.clock.now_ms();
+        if until <= now {
+            return;
+        }
+        log::warn!(
+            "errands: kind `{kind}` (queue `{queue}`) is throttled until {}",
+            crate::clock::rfc3339(until)
+        );
+        if let Some(events) = self.event_sender() {
+            let _ = events.send(Event::Throttled {
+                queue,
+                kind,
+                until: crate::clock::ms_to_system_time(until),
+            });
+        }
+    }
+
     /// A new subscription; one made after shutdown is closed at once.
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
         match self

@@ -93,6 +93,19 @@ pub enum Event {
         #[serde(serialize_with = "crate::clock::rfc3339_serde::serialize")]
         run_at: SystemTime,
     },
+    /// A kind is throttled ([`JobError::throttle`](crate::JobError::throttle))
+    /// until `until`: sent by every instance when it starts holding the
+    /// kind, whether its own handler throttled or it read another
+    /// instance's throttle at its poll. Not about a job.
+    Throttled {
+        /// The queue.
+        queue: &'static str,
+        /// The kind.
+        kind: &'static str,
+        /// When the kind may run again.
+        #[serde(serialize_with = "crate::clock::rfc3339_serde::serialize")]
+        until: SystemTime,
+    },
     /// An adaptive kind's limit in this instance moved
     /// ([`JobConfig::adaptive`](crate::JobConfig::adaptive)). Not about a job.
     ConcurrencyChanged {
@@ -116,7 +129,7 @@ impl Event {
             | Event::Released { id, .. }
             | Event::Cancelled { id, .. }
             | Event::Snoozed { id, .. } => Some(*id),
-            Event::ConcurrencyChanged { .. } => None,
+            Event::ConcurrencyChanged { .. } | Event::Throttled { .. } => None,
         }
     }
 }

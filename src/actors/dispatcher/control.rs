@@ -78,9 +78,14 @@ impl Dispatcher {
             slots.override_limit = row.and_then(|r| r.concurrency);
             slots.paused_until = row.and_then(|r| r.paused_until);
             // A throttle stored by this instance may not have landed yet.
-            slots.throttled_until = slots
-                .throttled_until
-                .max(row.and_then(|r| r.throttled_until));
+            let stored = row.and_then(|r| r.throttled_until);
+            if stored > slots.throttled_until {
+                slots.throttled_until = stored;
+                let (queue, kind) = (self.queue, slots.kind);
+                if let Some(until) = stored {
+                    self.shared.announce_throttle(queue, kind, until);
+                }
+            }
             if slots.refresh_limit() {
                 log::info!(
                     "errands: kind `{}` now runs up to {} at once here (stored setting)",
@@ -184,10 +189,7 @@ impl Dispatcher {
             return;
         }
         slots.throttled_until = Some(until);
-        log::warn!(
-            "errands: kind `{kind}` is throttled until {}",
-            crate::clock::rfc3339(until)
-        );
+        self.shared.announce_throttle(self.queue, kind, until);
         let write = self.shared.store.write_control(ControlWrite::Throttle {
             queue: self.queue.to_string(),
             kind: kind.to_string(),
