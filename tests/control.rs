@@ -396,6 +396,7 @@ async fn bad_control_input_is_a_typed_error() {
     errands.shutdown(Duration::from_secs(10)).await.unwrap();
 
     // Settings that could never run are refused at start.
+    #[allow(clippy::reversed_empty_ranges)] // the empty range is the point
     let problems = match store
         .apply(Errands::builder())
         .register_with::<Quick>(JobConfig::new().rate_limit(0, Duration::from_secs(1)))
