@@ -86,6 +86,15 @@ async fn shutdown_leaves_one_self_contained_file_and_gives_back_threads_and_file
 
     // One cycle has started the process-wide helpers (the runtime's
     // reactor, errands' one pool helper thread); three more add nothing.
+    // The first cycle's own threads may still be exiting (seen under load:
+    // the writer thread's name was in the snapshot): wait for them first.
+    let first_gone = actix_rt::time::timeout(common::PATIENCE, async {
+        while threads().iter().any(|t| t.starts_with("errands-sqlite")) {
+            actix_rt::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    assert!(first_gone.is_ok(), "threads left after shutdown: {:?}", threads());
     let (files_before, threads_before) = (open_files(), threads());
     for _ in 0..3 {
         cycle(&db, 10).await;

@@ -205,6 +205,21 @@ pub fn main_entry() {
         "-".into(),
     );
 
+    // The same drain with live control engaged (an override, a rate limit
+    // that never binds): what the checks on the claim path cost.
+    let controlled = system.block_on(scenarios::drain_controlled(
+        dir.path(),
+        &settings,
+        sizes.drain,
+        args.concurrency,
+    ));
+    table.row(
+        &format!("drain {} jobs with an override and a rate limit", sizes.drain),
+        rate(controlled),
+        format!("{} (errands, no knobs)", rate(drain)),
+        format!("{:.2}x", controlled / drain),
+    );
+
     let small = system.block_on(scenarios::drain(
         dir.path(),
         &settings,
@@ -447,6 +462,9 @@ pub fn main_entry() {
     let mut json = serde_json::json!({
         "drain_jobs_s": drain.round(),
         "drain_ratio": round2(drain / drain_base),
+        "drain_controls_jobs_s": controlled.round(),
+        "drain_controls_ratio": round2(controlled / drain),
+        "drain_controls_raw_ratio": round2(controlled / drain_base),
         "enqueue_jobs_s": enqueue.round(),
         "enqueue_ratio": round2(enqueue / enqueue_base),
         "batch_jobs_s": batch.round(),

@@ -83,18 +83,50 @@ pub async fn batch_enqueue(dir: &Path, settings: &Settings, n: usize, batch: usi
 /// Drain: `n` jobs pending first, then processed with `concurrency`.
 /// Jobs per second.
 pub async fn drain(dir: &Path, settings: &Settings, n: usize, concurrency: usize) -> f64 {
+    drain_with(dir, settings, n, concurrency, false).await
+}
+
+/// The drain with live control engaged on the kind: a stored concurrency
+/// override (the same limit) and a rate limit that never binds (a billion
+/// starts per millisecond: every claim and start goes through the window).
+/// The pause and throttle checks run on every claim and start either way.
+/// Jobs per second.
+pub async fn drain_controlled(
+    dir: &Path,
+    settings: &Settings,
+    n: usize,
+    concurrency: usize,
+) -> f64 {
+    drain_with(dir, settings, n, concurrency, true).await
+}
+
+async fn drain_with(
+    dir: &Path,
+    settings: &Settings,
+    n: usize,
+    concurrency: usize,
+    controlled: bool,
+) -> f64 {
     let path = dir.join(format!("drain-{n}.db"));
     fill(&path, settings, n, 10_000).await;
+    let mut config = JobConfig::new().concurrency(concurrency);
+    if controlled {
+        config = config.rate_limit(1_000_000_000, Duration::from_millis(1));
+    }
     let done = Arc::new(Done::default());
     done.expect(n as u64);
     let start = Instant::now();
     let consumer = Errands::builder()
         .sqlite_options(options(&path, settings))
-        .register_with::<Noop>(JobConfig::new().concurrency(concurrency))
+        .register_with::<Noop>(config)
         .data(done.clone())
         .start()
         .await
         .unwrap();
+    if controlled {
+        // Stored and applied while the drain runs, as an operator's would be.
+        consumer.set_concurrency("noop", concurrency).await.unwrap();
+    }
     done.notify.notified().await;
     let rate = n as f64 / start.elapsed().as_secs_f64();
     consumer.shutdown(Duration::from_secs(5)).await.unwrap();
