@@ -150,10 +150,11 @@ impl Dispatcher {
     /// Cancels job `id` if this instance holds it: a buffered job (claimed
     /// ahead, not started) is written back as cancelled at once; a running
     /// one's handler is signalled, and aborted after the grace period.
+    ///
+    /// A request stays stored until the job's outcome is written, so each
+    /// poll passes it on again; a worker that already signalled the job
+    /// ignores the repeat (and one that does not run it ignores it too).
     pub(super) fn cancel_job(&mut self, id: i64, reason: String, ctx: &mut Context<Self>) {
-        if !self.cancelling.insert(id) {
-            return;
-        }
         for slots in &mut self.kinds {
             if let Some(index) = slots.buffer.iter().position(|job| job.id == id) {
                 let job = slots.buffer.remove(index).expect("found");

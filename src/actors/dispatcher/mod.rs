@@ -123,8 +123,6 @@ pub(crate) struct Dispatcher {
     /// began before it does not undo it.
     control_generation: u64,
     controls_read_in_flight: bool,
-    /// Jobs whose cancellation was passed on (once each).
-    cancelling: std::collections::HashSet<i64>,
     /// Callers of applied changes, answered once no claim is in flight.
     control_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
 }
@@ -157,7 +155,6 @@ impl Dispatcher {
             initial_controls,
             control_generation: 0,
             controls_read_in_flight: false,
-            cancelling: std::collections::HashSet::new(),
             control_waiters: Vec::new(),
         }
     }
@@ -535,7 +532,6 @@ impl Dispatcher {
         let now = self.shared.clock.now_ms();
         let mut next_retry: Option<i64> = None;
         for p in outcomes {
-            self.cancelling.remove(&p.finished.id);
             let (Outcome::Retry { run_at, .. } | Outcome::Snooze { run_at }) = &p.finished.outcome
             else {
                 continue;

@@ -33,6 +33,10 @@ enum Op {
     Requeue(usize),
     Purge(usize),
     Cancel(usize),
+    /// A running job snoozes: back to waiting, one more attempt allowed.
+    Snooze(usize),
+    /// A running job's handler stopped on a cancel: kept as cancelled.
+    Cancelled(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -47,6 +51,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Requeue),
         1 => any::<usize>().prop_map(Op::Purge),
         1 => any::<usize>().prop_map(Op::Cancel),
+        1 => any::<usize>().prop_map(Op::Snooze),
+        1 => any::<usize>().prop_map(Op::Cancelled),
     ]
 }
 
@@ -56,6 +62,15 @@ struct Model {
     attempts: u32,
     /// Attempts given back at recovery (0 or 1).
     refunded: u32,
+    /// Snoozes, each of which allowed one more attempt.
+    snoozed: u32,
+}
+
+impl Model {
+    /// Attempts this job may use.
+    fn budget(&self) -> u32 {
+        MAX_ATTEMPTS + self.refunded + self.snoozed
+    }
 }
 
 fn open(path: &Path) -> SqliteStore {
@@ -117,6 +132,7 @@ async fn run(ops: Vec<Op>) {
                                 state: JobState::Available,
                                 attempts: 0,
                                 refunded: 0,
+                                snoozed: 0,
                             }
                         )
                         .is_none());
@@ -181,7 +197,7 @@ async fn run(ops: Vec<Op>) {
             Op::Fail(i) => {
                 if let Some(id) = pick(in_state(&model, JobState::Running), i) {
                     let m = model.get_mut(&id).unwrap();
-                    let outcome = if m.attempts >= MAX_ATTEMPTS + m.refunded {
+                    let outcome = if m.attempts >= m.budget() {
                         m.state = JobState::Dead;
                         Outcome::Dead { error: "no".into() }
                     } else {
@@ -193,6 +209,25 @@ async fn run(ops: Vec<Op>) {
                     };
                     let attempt = m.attempts;
                     finish(&store, id, attempt, outcome).await;
+                }
+            }
+            Op::Snooze(i) => {
+                if let Some(id) = pick(in_state(&model, JobState::Running), i) {
+                    let m = model.get_mut(&id).unwrap();
+                    m.state = JobState::Available;
+                    m.snoozed += 1;
+                    let attempt = m.attempts;
+                    finish(&store, id, attempt, Outcome::Snooze { run_at: 0 }).await;
+                }
+            }
+            Op::Cancelled(i) => {
+                if let Some(id) = pick(in_state(&model, JobState::Running), i) {
+                    let attempt = model[&id].attempts;
+                    let outcome = Outcome::Cancelled {
+                        reason: "stop".into(),
+                    };
+                    finish(&store, id, attempt, outcome).await;
+                    model.get_mut(&id).unwrap().state = JobState::Cancelled;
                 }
             }
             Op::StaleOutcome(i) => {
@@ -232,7 +267,7 @@ async fn run(ops: Vec<Op>) {
                 // Running: the attempt counted.
                 for id in running {
                     let m = model.get_mut(&id).unwrap();
-                    m.state = if m.attempts >= MAX_ATTEMPTS + m.refunded {
+                    m.state = if m.attempts >= m.budget() {
                         JobState::Dead
                     } else {
                         JobState::Available
@@ -248,6 +283,8 @@ async fn run(ops: Vec<Op>) {
                             state: JobState::Available,
                             attempts: 0,
                             refunded: 0,
+                            // The allowance a snooze added stays with the row.
+                            snoozed: model[&id].snoozed,
                         },
                     );
                 }
@@ -282,7 +319,7 @@ async fn run(ops: Vec<Op>) {
             let info = store.job(*id, 0).await.unwrap().expect("job present");
             assert_eq!(
                 (info.state, info.attempts, info.max_attempts),
-                (m.state, m.attempts, MAX_ATTEMPTS + m.refunded),
+                (m.state, m.attempts, m.budget()),
                 "job {id}"
             );
         }
@@ -299,6 +336,7 @@ async fn run(ops: Vec<Op>) {
         assert_eq!(stored(|c| c.running), modelled(JobState::Running));
         assert_eq!(stored(|c| c.claimed), modelled(JobState::Claimed));
         assert_eq!(stored(|c| c.dead), modelled(JobState::Dead));
+        assert_eq!(stored(|c| c.cancelled), modelled(JobState::Cancelled));
         assert_eq!(stored(|c| c.scheduled + c.completed), 0);
     }
 }
