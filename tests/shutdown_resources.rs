@@ -94,7 +94,11 @@ async fn shutdown_leaves_one_self_contained_file_and_gives_back_threads_and_file
         }
     })
     .await;
-    assert!(first_gone.is_ok(), "threads left after shutdown: {:?}", threads());
+    assert!(
+        first_gone.is_ok(),
+        "threads left after shutdown: {:?}",
+        threads()
+    );
     let (files_before, threads_before) = (open_files(), threads());
     for _ in 0..3 {
         cycle(&db, 10).await;
