@@ -11,6 +11,7 @@
 //!  Supervisor: recovery of dead owners, pruning, graceful shutdown
 //! ```
 
+mod attempt_outcome;
 pub(crate) mod dispatcher;
 pub(crate) mod retention;
 pub(crate) mod scheduler;

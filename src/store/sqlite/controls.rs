@@ -68,8 +68,10 @@ pub(super) fn rows(conn: &Connection, queue: Option<&str>) -> Result<Vec<Control
 /// jobs `owner` holds in it.
 pub(super) fn for_queue(conn: &Connection, queue: &str, owner: &str) -> Result<QueueControls> {
     let rows = rows(conn, Some(queue))?;
+    // Driven from the requests (almost always none), each job found by
+    // its rowid: `CROSS JOIN` keeps SQLite from starting at the jobs.
     let mut stmt = conn.prepare_cached(
-        "SELECT c.id, c.reason FROM errands_cancels c JOIN errands_jobs j ON j.id = c.id
+        "SELECT c.id, c.reason FROM errands_cancels c CROSS JOIN errands_jobs j ON j.id = c.id
           WHERE j.queue = ?1 AND j.owner = ?2 AND j.state = 'running'",
     )?;
     let cancels = stmt
@@ -113,6 +115,12 @@ pub(super) fn cancel(conn: &Connection, id: i64, reason: &str, now: i64) -> Resu
 /// cancelled now; one that finished drops its request. Answers how many
 /// jobs were cancelled.
 pub(super) fn settle_cancels(conn: &Connection, now: i64) -> Result<u64> {
+    let any: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM errands_cancels)")?
+        .query_row([], |row| row.get(0))?;
+    if !any {
+        return Ok(0);
+    }
     let moved = groups(
         conn,
         "UPDATE errands_jobs SET state = 'cancelled', finished_at = ?1,
