@@ -6,7 +6,13 @@
 //! curl -X POST 'localhost:8080/reminders?user=7&delay_secs=5'
 //! curl localhost:8080/jobs/counts
 //! curl localhost:8080/jobs/1
+//! curl -X POST localhost:8080/jobs/1/cancel
+//! curl localhost:8080/admin/controls
+//! curl -X POST 'localhost:8080/admin/kinds/thumbnail/concurrency?n=1'
 //! ```
+//!
+//! The `/admin` routes turn errands' live knobs; mount them behind your own
+//! authentication in a real service.
 //!
 //! Stopping: actix-web stops the HTTP server on SIGTERM gracefully (it
 //! waits for requests in flight) and on SIGINT (Ctrl-C) at once; either way
@@ -109,6 +115,49 @@ async fn job(errands: web::Data<Errands>, id: web::Path<i64>) -> impl Responder 
     }
 }
 
+#[post("/jobs/{id}/cancel")]
+async fn cancel(errands: web::Data<Errands>, id: web::Path<i64>) -> impl Responder {
+    // A waiting job is cancelled at once; a running one's handler is told
+    // (and aborted after its grace period). Either way it ends `cancelled`.
+    match errands.cancel_because(*id, "cancelled over HTTP").await {
+        Ok(done) => HttpResponse::Accepted().body(format!("{done:?}")),
+        Err(errands::Error::NotFound(_)) => HttpResponse::NotFound().body("no such job"),
+        Err(e @ errands::Error::WrongState { .. }) => HttpResponse::Conflict().body(e.to_string()),
+        Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+    }
+}
+
+#[get("/admin/controls")]
+async fn controls(errands: web::Data<Errands>) -> impl Responder {
+    // Per kind: the code's limit, any stored override, the limit in force,
+    // pauses and throttles. `KindControls` is `Serialize`.
+    match errands.controls().await {
+        Ok(rows) => HttpResponse::Ok().json(rows),
+        Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct ConcurrencyQuery {
+    n: usize,
+}
+
+#[post("/admin/kinds/{kind}/concurrency")]
+async fn set_concurrency(
+    errands: web::Data<Errands>,
+    kind: web::Path<String>,
+    q: web::Query<ConcurrencyQuery>,
+) -> impl Responder {
+    // Stored: every process on the database takes it up within its poll.
+    match errands.set_concurrency(&kind, q.n).await {
+        Ok(()) => HttpResponse::NoContent().finish(),
+        Err(e @ (errands::Error::UnknownKind(_) | errands::Error::Config(_))) => {
+            HttpResponse::BadRequest().body(e.to_string())
+        }
+        Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+    }
+}
+
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -128,6 +177,9 @@ async fn main() -> std::io::Result<()> {
             .service(reminders)
             .service(counts)
             .service(job)
+            .service(cancel)
+            .service(controls)
+            .service(set_concurrency)
     })
     .bind(("127.0.0.1", 8080))?
     .run()

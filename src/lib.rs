@@ -37,6 +37,13 @@
 //! }
 //! ```
 //!
+//! While it runs, operators turn the knobs: [`Errands::set_concurrency`],
+//! [`Errands::pause`] and [`Errands::resume`], [`Errands::cancel`] (a
+//! running handler sees [`JobContext::cancelled`]), and
+//! [`Errands::controls`] to see what is in force; handlers can
+//! [`JobError::snooze`] or [`JobError::throttle`] their kind, and
+//! [`JobConfig::rate_limit`] and [`JobConfig::adaptive`] shape a kind's pace.
+//!
 //! See the README for guarantees (at-least-once, crash recovery, what
 //! `synchronous` promises) and the design.
 

@@ -212,32 +212,47 @@ pub fn main_entry() {
     // the 5% being measured between two runs taken minutes apart.
     let part = (sizes.drain / 5).max(1000);
     let (mut plain, mut controlled) = (Vec::new(), Vec::new());
+    let (mut plain_cpu, mut controlled_cpu) = (Vec::new(), Vec::new());
     for round in 0..6 {
         // Each goes first in every other round, so drift cancels out.
         for with_knobs in [round % 2 == 0, round % 2 == 1] {
-            if with_knobs {
-                controlled.push(system.block_on(scenarios::drain_controlled(
+            let (rate, cpu) = if with_knobs {
+                system.block_on(scenarios::drain_controlled(
                     dir.path(),
                     &settings,
                     part,
                     args.concurrency,
-                )));
+                ))
             } else {
-                plain.push(system.block_on(scenarios::drain(
+                system.block_on(scenarios::drain_measured(
                     dir.path(),
                     &settings,
                     part,
                     args.concurrency,
-                )));
+                ))
+            };
+            if with_knobs {
+                controlled.push(rate);
+                controlled_cpu.push(cpu);
+            } else {
+                plain.push(rate);
+                plain_cpu.push(cpu);
             }
         }
     }
     let (plain, controlled) = (median(&mut plain), median(&mut controlled));
+    let (plain_cpu, controlled_cpu) = (median(&mut plain_cpu), median(&mut controlled_cpu));
     table.row(
         &format!("drain {part} jobs, override + rate limit (median of 6)"),
         rate(controlled),
         format!("{} (no knobs, median of 6)", rate(plain)),
         format!("{:.2}x", controlled / plain),
+    );
+    table.row(
+        "  the same: CPU time per job, all threads",
+        format!("{controlled_cpu:.2} µs"),
+        format!("{plain_cpu:.2} µs (no knobs)"),
+        format!("{:.2}x", plain_cpu / controlled_cpu),
     );
 
     let small = system.block_on(scenarios::drain(
@@ -485,6 +500,9 @@ pub fn main_entry() {
         "drain_plain_jobs_s": plain.round(),
         "drain_controls_jobs_s": controlled.round(),
         "drain_controls_ratio": round2(controlled / plain),
+        "drain_controls_cpu_us": round2(controlled_cpu),
+        "drain_plain_cpu_us": round2(plain_cpu),
+        "drain_controls_cpu_ratio": round2(plain_cpu / controlled_cpu),
         "enqueue_jobs_s": enqueue.round(),
         "enqueue_ratio": round2(enqueue / enqueue_base),
         "batch_jobs_s": batch.round(),
