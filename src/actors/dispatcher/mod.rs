@@ -20,6 +20,11 @@
 //! It is woken by an enqueue in this process (no polling delay), by a
 //! finished job (a freed slot), by the scheduler (a `run_at` came due) and by
 //! a slow fallback poll for rows that other processes wrote.
+//!
+//! Live control lives in the same counters (`control.rs`): a paused or
+//! throttled kind is left out of claims and starts, a lowered limit starts
+//! nothing until fewer run, a rate window (`rate_window.rs`) caps starts,
+//! and an adaptive kind's limit moves with its attempts (`adaptive.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
