@@ -126,6 +126,76 @@ async fn a_cancel_reaches_another_process(backend: Backend) {
 }
 both!(a_cancel_reaches_another_process);
 
+/// Tells the test it started, waits for the test's go, then fails.
+#[derive(Serialize, Deserialize)]
+struct FailsOnCue;
+
+struct Cue(tokio::sync::Semaphore);
+
+impl Job for FailsOnCue {
+    const KIND: &'static str = "fails_on_cue";
+    fn config() -> JobConfig {
+        JobConfig::new().backoff(errands::Backoff::Fixed(Duration::from_secs(3600)))
+    }
+    async fn run(self, ctx: JobContext) -> JobResult {
+        let _ = ctx.data::<Arc<Started>>()?.0.send((ctx.id(), false));
+        ctx.data::<Arc<Cue>>()?.0.acquire().await?.forget();
+        Err(JobError::msg("failed before it heard of the cancel"))
+    }
+}
+
+/// A cancel that misses its handler (the job failed and went back to wait
+/// before the holding process polled) is not lost: the next recovery tick
+/// cancels the waiting job.
+async fn a_cancel_that_races_a_retry_still_cancels(backend: Backend) {
+    let store = TestStore::new(backend);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let cue = Arc::new(Cue(tokio::sync::Semaphore::new(0)));
+    // The runner never polls within the test: only the retry moves the job.
+    let runner = store
+        .apply(Errands::builder())
+        .register::<FailsOnCue>()
+        .data(Arc::new(Started(tx.clone())))
+        .data(cue.clone())
+        .poll_interval(Duration::from_secs(3600))
+        .recovery_interval(Duration::from_secs(3600))
+        .start()
+        .await
+        .unwrap();
+    let operator = store
+        .apply(Errands::builder())
+        .recovery_interval(Duration::from_millis(20))
+        .start()
+        .await
+        .unwrap();
+    let mut events = runner.subscribe();
+    let id = runner.enqueue(FailsOnCue).await.unwrap();
+    started(&mut rx).await;
+    assert_eq!(
+        operator.cancel_because(id, "too late").await.unwrap(),
+        Cancellation::Signalled
+    );
+    cue.0.add_permits(1);
+    let event = common::wait_for(&mut events, |e| e.id() == Some(id)).await;
+    assert!(matches!(event, Event::Retrying { .. }), "{event:?}");
+    // The operator's recovery tick (every 20 ms) settles the request.
+    let settled = actix_rt::time::timeout(common::PATIENCE, async {
+        loop {
+            let info = operator.job(id).await.unwrap().unwrap();
+            if info.state == JobState::Cancelled {
+                return info;
+            }
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the waiting job was never cancelled");
+    assert_eq!(settled.last_error.as_deref(), Some("too late"));
+    runner.shutdown(Duration::from_secs(10)).await.unwrap();
+    operator.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+both!(a_cancel_that_races_a_retry_still_cancels);
+
 /// Snoozes twice, then completes; allowed a single attempt.
 #[derive(Serialize, Deserialize)]
 struct Sleepy;
