@@ -77,6 +77,21 @@ pub(crate) enum Later {
     ThrottleFor(std::time::Duration),
 }
 
+impl Later {
+    /// The instant meant, in ms since the epoch, given `now`.
+    pub(crate) fn at(self, now: i64) -> i64 {
+        match self {
+            Later::Snooze(delay) | Later::ThrottleFor(delay) => crate::clock::ms_after(now, delay),
+            Later::ThrottleUntil(at) => crate::clock::run_at_ms(at),
+        }
+    }
+
+    /// Whether its whole kind holds until then (a throttle).
+    pub(crate) fn holds_kind(self) -> bool {
+        !matches!(self, Later::Snooze(_))
+    }
+}
+
 impl JobError {
     /// A retryable failure with this message.
     pub fn msg(message: impl fmt::Display) -> Self {

@@ -53,6 +53,25 @@ pub struct KindControls {
 }
 
 impl KindControls {
+    /// A kind with no knob known yet: not run here, nothing stored.
+    fn blank(queue: &str, kind: &str) -> KindControls {
+        KindControls {
+            queue: queue.to_string(),
+            kind: kind.to_string(),
+            default_concurrency: None,
+            override_concurrency: None,
+            concurrency: None,
+            adaptive: None,
+            rate_limit: None,
+            running_here: None,
+            paused: false,
+            paused_until: None,
+            queue_paused: false,
+            queue_paused_until: None,
+            throttled_until: None,
+        }
+    }
+
     /// Stored rows and this process's kinds, one entry per kind, sorted by
     /// queue and kind. Holds that have ended are left out.
     pub(crate) fn merge(
@@ -63,21 +82,14 @@ impl KindControls {
         let mut out: Vec<KindControls> = here
             .iter()
             .map(|(queue, state)| KindControls {
-                queue: queue.to_string(),
-                kind: state.kind.to_string(),
                 default_concurrency: Some(state.default_limit),
-                override_concurrency: None,
                 concurrency: Some(state.limit),
                 adaptive: state.adaptive.map(|(min, max)| [min, max]),
                 rate_limit: state
                     .rate
                     .map(|(n, per)| [n as u64, u64::try_from(per).unwrap_or(0)]),
                 running_here: Some(state.running),
-                paused: false,
-                paused_until: None,
-                queue_paused: false,
-                queue_paused_until: None,
-                throttled_until: None,
+                ..KindControls::blank(queue, state.kind)
             })
             .collect();
         for row in rows.iter().filter(|r| !r.kind.is_empty()) {
@@ -85,21 +97,7 @@ impl KindControls {
                 .iter()
                 .any(|k| k.queue == row.queue && k.kind == row.kind)
             {
-                out.push(KindControls {
-                    queue: row.queue.clone(),
-                    kind: row.kind.clone(),
-                    default_concurrency: None,
-                    override_concurrency: None,
-                    concurrency: None,
-                    adaptive: None,
-                    rate_limit: None,
-                    running_here: None,
-                    paused: false,
-                    paused_until: None,
-                    queue_paused: false,
-                    queue_paused_until: None,
-                    throttled_until: None,
-                });
+                out.push(KindControls::blank(&row.queue, &row.kind));
             }
         }
         let hold = |until: Option<i64>| -> (bool, Option<SystemTime>) {

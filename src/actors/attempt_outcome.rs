@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::clock::ms_after;
 use crate::config::JobConfig;
 use crate::engine::Engine;
-use crate::job::{Job, JobResult, Later};
+use crate::job::{Job, JobResult};
 use crate::store::{ClaimedJob, Outcome};
 
 /// How an attempt's handler ended, before errands decides what follows.
@@ -51,18 +51,10 @@ pub(super) fn decide<J: Job>(
     }
     let now = shared.clock.now_ms();
     if let Ran::Finished(Ok(Err(e))) = &ran {
-        match e.later() {
-            Some(Later::Snooze(delay) | Later::ThrottleFor(delay)) => {
-                return Outcome::Snooze {
-                    run_at: ms_after(now, delay),
-                }
-            }
-            Some(Later::ThrottleUntil(at)) => {
-                return Outcome::Snooze {
-                    run_at: crate::clock::run_at_ms(at).max(now),
-                }
-            }
-            None => {}
+        if let Some(later) = e.later() {
+            return Outcome::Snooze {
+                run_at: later.at(now).max(now),
+            };
         }
     }
     match ran {

@@ -21,7 +21,6 @@ use super::attempt_outcome::{decide, Failure, Ran};
 use super::dispatcher::AttemptSignal;
 use super::unwind::{panic_message, CatchUnwind};
 use crate::cancel_signal::CancelSignal;
-use crate::clock::ms_after;
 use crate::codec;
 use crate::config::JobConfig;
 use crate::context::JobContext;
@@ -414,23 +413,17 @@ async fn run_attempt<J: Job>(
     let signal = match &ran {
         Ran::Finished(Ok(Ok(()))) => AttemptSignal::Succeeded,
         Ran::Finished(Err(Failure::TimedOut(_))) => AttemptSignal::Strained,
-        Ran::Finished(Ok(Err(e)))
-            if matches!(
-                e.later(),
-                Some(Later::ThrottleUntil(_) | Later::ThrottleFor(_))
-            ) =>
-        {
+        Ran::Finished(Ok(Err(e))) if e.later().is_some_and(Later::holds_kind) => {
             AttemptSignal::Strained
         }
         _ => AttemptSignal::Neutral,
     };
     let now = shared.clock.now_ms();
     let throttle_until = match &ran {
-        Ran::Finished(Ok(Err(e))) => match e.later() {
-            Some(Later::ThrottleUntil(at)) => Some(crate::clock::run_at_ms(at)),
-            Some(Later::ThrottleFor(d)) => Some(ms_after(now, d)),
-            _ => None,
-        },
+        Ran::Finished(Ok(Err(e))) => e
+            .later()
+            .filter(|later| later.holds_kind())
+            .map(|later| later.at(now)),
         _ => None,
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
